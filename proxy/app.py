@@ -1,0 +1,132 @@
+"""The app factory: everything is built in the lifespan, nothing at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from router_plugins.classify import StaticEmbedder
+from router_plugins.registry import Registry, load_registry
+
+from .errors import ApiError, internal_error
+from .forward import Forwarder
+from .pipeline import Pipeline
+from .recorder import Recorder
+from .routes import router as api_router
+from .runtime import RuntimeHolder, build_runtime
+from .store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "autoroute.db"
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    config_path: Path
+    data_dir: Path | None = None
+    """Overrides `storage.data_dir` of the config."""
+    watch_config: bool = True
+
+
+@dataclass
+class Services:
+    """What the routes use; lives on `app.state.services` for the app's lifetime."""
+
+    holder: RuntimeHolder
+    pipeline: Pipeline
+    recorder: Recorder
+    store: Store
+    data_dir: Path
+
+
+def data_dir_for(registry: Registry, settings: AppSettings) -> Path:
+    return Path(settings.data_dir or registry.storage.data_dir).expanduser().resolve()
+
+
+def create_app(settings: AppSettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = load_registry(settings.config_path)
+        forwarder = await asyncio.to_thread(Forwarder)
+        await forwarder.warm_up()
+        registry = forwarder.resolve_prices(registry)
+        data_dir = data_dir_for(registry, settings)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        embedder = None
+        if registry.router.classifier.static_embedding.enabled:
+            embedder = await asyncio.to_thread(StaticEmbedder.load_or_build, data_dir)
+
+        def rebuild(new: Registry):  # noqa: ANN202 - a closure over this app's shared parts
+            return build_runtime(forwarder.resolve_prices(new), embedder, forwarder.has_credentials)
+
+        holder = RuntimeHolder(settings.config_path, rebuild(registry), rebuild)
+        store = open_store(str(data_dir / DB_FILE))
+        storage = registry.storage
+        recorder = Recorder(
+            store,
+            queue_size=storage.queue_size,
+            batch_size=storage.batch_size,
+            flush_interval_ms=storage.flush_interval_ms,
+        )
+        await recorder.start()
+        app.state.services = Services(
+            holder, Pipeline(lambda: holder.current, forwarder, recorder), recorder, store, data_dir
+        )
+        watcher = asyncio.create_task(holder.watch()) if settings.watch_config else None
+        log.info("autoroute ready: %d models (%d usable), data in %s", len(registry.models),
+                 len(holder.current.available), data_dir)  # fmt: skip
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await recorder.stop()
+            store.close()
+            stats = recorder.stats
+            log.info("recorder stopped: %d written, %d dropped, %d lost", stats.written, stats.dropped, stats.lost)
+
+    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(api_router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    return app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.to_response(_request_id_header(request))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    # FastAPI's default 422 body breaks OpenAI clients; every error uses OpenAI's shape.
+    return ApiError(400, f"Invalid request: {exc}").to_response(_request_id_header(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return ApiError(exc.status_code, message, code=code).to_response(_request_id_header(request))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return internal_error().to_response(_request_id_header(request))
+
+
+def _request_id_header(request: Request) -> dict[str, str]:
+    request_id = getattr(request.state, "request_id", None)
+    return {"x-autoroute-request-id": request_id} if request_id else {}

@@ -1,0 +1,128 @@
+"""The `autoroute` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4000
+FAKE_UPSTREAM_PORT = 4010
+GRACEFUL_SHUTDOWN_S = 10
+
+
+def _offline_defaults() -> None:
+    # LiteLLM fetches its price map and Hugging Face looks for model updates unless told not to.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router_plugins.registry import load_registry
+    from router_plugins.schema import ConfigError
+
+    from .app import AppSettings, create_app
+
+    config = Path(args.config)
+    try:
+        load_registry(config)
+    except ConfigError as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    settings = AppSettings(config, Path(args.data_dir) if args.data_dir else None, watch_config=not args.no_reload)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from router_plugins.registry import load_registry
+    from router_plugins.schema import ConfigError
+
+    try:
+        registry = load_registry(args.file)
+    except ConfigError as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    missing = sorted(
+        {m.litellm_params.api_key_env for m in registry.models if m.litellm_params.api_key_env}
+        - {k for k in os.environ}
+    )
+    print(
+        f"{args.file}: ok ({len(registry.models)} models, {len(registry.tasks)} task types, "
+        f"{len(registry.routing_rules)} routing rules, registry version {registry.version})"
+    )
+    if missing:
+        print(f"note: unset key variables (their models are left out of routing): {', '.join(missing)}")
+    return 0
+
+
+def _fake_upstream(args: argparse.Namespace) -> int:
+    from .fake_upstream import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def _build_embeddings(args: argparse.Namespace) -> int:
+    from router_plugins.classify.static_embedding import TABLE_FILE, build_static_table
+
+    path = build_static_table(Path(args.data_dir) / "artifacts" / TABLE_FILE)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoroute", description="OpenAI-compatible routing gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default="config.yaml", help="registry YAML (default: config.yaml)")
+    serve.add_argument("--host", default=DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--data-dir", help="overrides storage.data_dir of the config")
+    serve.add_argument("--no-reload", action="store_true", help="do not pick up config edits while serving")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check-config", help="validate a registry YAML")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+
+    fake = commands.add_parser("fake-upstream", help="run the fake OpenAI-compatible upstream (tests, demos)")
+    fake.add_argument("--host", default=DEFAULT_HOST)
+    fake.add_argument("--port", type=int, default=FAKE_UPSTREAM_PORT)
+    fake.set_defaults(func=_fake_upstream)
+
+    build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")
+    build.add_argument("--data-dir", default="autoroute-data")
+    build.set_defaults(func=_build_embeddings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _offline_defaults()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

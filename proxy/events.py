@@ -1,0 +1,78 @@
+"""The records the gateway writes about each call; the store turns them into rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Outcome = Literal["success", "failure", "partial"]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One row of `routing_decisions`: how an incoming request was classified and routed."""
+
+    request_id: str
+    created_at: float
+    """Unix time, seconds."""
+    requested_model: str
+    preference: str
+    task: str
+    task_confidence: float
+    classification_layer: str
+    needs_clarification: bool
+    layer_attempts: list[dict[str, Any]]
+    selected_model: str
+    """The model that finally served the request (after any fallback); the router's choice when all failed."""
+    routed_model: str
+    """The router's first choice."""
+    selection_reason: str
+    alternatives: list[dict[str, Any]]
+    router_name: str
+    router_version: str
+    propensity: float
+    stream: bool
+    status: Outcome
+    attempts: int
+    prompt_chars: int
+    prompt_text: str | None = None
+    ab_arm: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceRecord:
+    """One row of `model_performance`: one attempt at one backend."""
+
+    request_id: str
+    created_at: float
+    attempt: int
+    """1 for the first backend tried, 2 for the first fallback, ..."""
+    model: str
+    task: str
+    outcome: Outcome
+    latency_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: float | None
+    cost_source: str | None
+    """`provider` (reported in the response), `litellm` (LiteLLM's cost function), or None."""
+    error_class: str | None = None
+    error_message: str | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """One row of `feedback`: an explicit score sent after the call."""
+
+    request_id: str
+    created_at: float
+    score: float
+    label: str | None = None
+    comment: str | None = None
+    source: str = "api"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Record = DecisionRecord | PerformanceRecord | FeedbackRecord

@@ -1,0 +1,253 @@
+"""The one place that sequences a request: classify -> route -> forward (with fallback) -> record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from router_plugins.registry import ModelEntry
+from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+
+from .errors import ApiError, model_not_found
+from .events import DecisionRecord, Outcome, PerformanceRecord
+from .forward import Forwarder, StreamHandle, Usage, UpstreamError
+from .recorder import Recorder
+from .runtime import Runtime
+from .streaming import relay_stream
+
+log = logging.getLogger(__name__)
+
+PASSTHROUGH_ROUTER = "passthrough"
+
+
+@dataclass(frozen=True)
+class Completed:
+    body: dict
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Streaming:
+    handle: StreamHandle
+    chunks: object
+    """An async iterator of SSE-framed bytes."""
+    headers: dict[str, str]
+
+
+@dataclass
+class CallContext:
+    """What the pipeline learned about one request so far; becomes its DecisionRecord."""
+
+    request: ChatRequest
+    created_at: float
+    started: float
+    classification: Classification
+    decision: RouteDecision
+    prompt_text: str | None
+    attempts: int = 0
+    served_by: str | None = None
+
+    def headers(self, runtime: Runtime) -> dict[str, str]:
+        return {
+            "x-autoroute-request-id": self.request.request_id,
+            "x-autoroute-model": self.served_by or self.decision.model,
+            "x-autoroute-task": self.classification.task,
+            "x-autoroute-router": f"{self.decision.router}@{self.decision.router_version}",
+            "x-autoroute-preference": self.request.preference,
+        }
+
+    def record(self, status: Outcome) -> DecisionRecord:
+        c, d, r = self.classification, self.decision, self.request
+        return DecisionRecord(
+            request_id=r.request_id,
+            created_at=self.created_at,
+            requested_model=r.requested_model,
+            preference=r.preference,
+            task=c.task,
+            task_confidence=c.confidence,
+            classification_layer=c.layer,
+            needs_clarification=c.needs_clarification,
+            layer_attempts=[a.to_dict() for a in c.attempts],
+            selected_model=self.served_by or d.model,
+            routed_model=d.model,
+            selection_reason=d.reason,
+            alternatives=[a.to_dict() for a in d.alternatives],
+            router_name=d.router,
+            router_version=d.router_version,
+            propensity=d.propensity,
+            stream=r.stream,
+            status=status,
+            attempts=self.attempts,
+            prompt_chars=r.prompt_chars(),
+            prompt_text=self.prompt_text,
+        )
+
+
+class Pipeline:
+    def __init__(self, runtime: Callable[[], Runtime], forwarder: Forwarder, recorder: Recorder) -> None:
+        self._runtime = runtime
+        self._forwarder = forwarder
+        self._recorder = recorder
+
+    async def handle(self, request: ChatRequest) -> Completed | Streaming:
+        runtime = self._runtime()
+        ctx = self._decide(runtime, request)
+        registry = runtime.registry
+        order = ctx.decision.fallback_order[: registry.router.max_attempts]
+        errors: list[tuple[str, UpstreamError]] = []
+        for model_name in order:
+            model = registry.model(model_name)
+            assert model is not None, "routers only return registry models"
+            ctx.attempts += 1
+            started = time.perf_counter()
+            try:
+                if request.stream:
+                    handle = await self._forwarder.open_stream(model, request)
+                else:
+                    body, usage = await self._forwarder.complete(model, request)
+            except UpstreamError as exc:
+                self._record_attempt(ctx, model, "failure", started, None, Usage(), exc)
+                errors.append((model_name, exc))
+                if not exc.retryable:
+                    break
+                continue
+            ctx.served_by = model_name
+            self._recorder.record(ctx.record("success"))
+            if request.stream:
+                ttft_ms = (time.perf_counter() - started) * 1000
+                chunks = relay_stream(
+                    handle,
+                    include_usage=bool((request.params.get("stream_options") or {}).get("include_usage")),
+                    on_end=lambda outcome, usage, exc, m=model, s=started, t=ttft_ms: self._stream_ended(
+                        ctx, m, s, t, outcome, usage, exc
+                    ),
+                )
+                return Streaming(handle, chunks, ctx.headers(runtime))
+            self._record_attempt(ctx, model, "success", started, None, usage, None)
+            return Completed(body, ctx.headers(runtime))
+        self._recorder.record(ctx.record("failure"))
+        raise _all_failed(errors, ctx.headers(runtime))
+
+    def _decide(self, runtime: Runtime, request: ChatRequest) -> CallContext:
+        created_at, started = time.time(), time.perf_counter()
+        classification = runtime.classifier.classify(request.last_user_text())
+        if request.is_auto:
+            decision = self._route(runtime, request, classification)
+        else:
+            model = runtime.registry.model(request.requested_model)
+            if model is None or not model.enabled:
+                raise model_not_found(request.requested_model)
+            if model not in runtime.available:
+                raise ApiError(
+                    503,
+                    f"The model '{model.name}' is not usable: the gateway has no credentials for it "
+                    f"({model.litellm_params.api_key_env} is not set).",
+                    type="server_error",
+                    param="model",
+                    code="model_unavailable",
+                )
+            decision = RouteDecision(
+                model.name,
+                "requested by name",
+                PASSTHROUGH_ROUTER,
+                runtime.registry.version,
+                (ScoredCandidate(model.name, 1.0, model.prior_quality(classification.task), model.cost_per_1k(),
+                                 model.latency_ms, "requested"),),
+            )  # fmt: skip
+        storage = runtime.registry.storage
+        text = None
+        if storage.prompt_text != "none":
+            text = request.last_user_text()
+            if storage.prompt_text == "truncated":
+                text = text[: storage.truncate_chars]
+        return CallContext(request, created_at, started, classification, decision, text)
+
+    @staticmethod
+    def _route(runtime: Runtime, request: ChatRequest, classification: Classification) -> RouteDecision:
+        for router in runtime.routers:
+            decision = router.route(request, classification, runtime.available)
+            if decision is not None:
+                return decision
+        if request.max_cost_per_1k is not None or request.min_quality is not None:
+            raise ApiError(
+                400,
+                f"No available model meets this request's constraints for task '{classification.task}' "
+                f"(max_cost_per_1k={request.max_cost_per_1k}, min_quality={request.min_quality}).",
+                param="autoroute",
+                code="no_model_satisfies_constraints",
+            )
+        raise ApiError(
+            503,
+            "No backend is available for this request: every model in the registry is disabled, lacks "
+            "credentials, or cannot serve it (tools, context window).",
+            type="server_error",
+            code="no_backend_available",
+        )
+
+    def _record_attempt(
+        self,
+        ctx: CallContext,
+        model: ModelEntry,
+        outcome: Outcome,
+        started: float,
+        ttft_ms: float | None,
+        usage: Usage,
+        error: BaseException | None,
+    ) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        cost, cost_source = self._forwarder.cost(model, usage) if outcome != "failure" else (None, None)
+        upstream = error if isinstance(error, UpstreamError) else None
+        self._recorder.record(
+            PerformanceRecord(
+                request_id=ctx.request.request_id,
+                created_at=time.time(),
+                attempt=ctx.attempts,
+                model=model.name,
+                task=ctx.classification.task,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                ttft_ms=ttft_ms if ctx.request.stream else latency_ms,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=cost,
+                cost_source=cost_source,
+                error_class=upstream.error_class if upstream else (type(error).__name__ if error else None),
+                error_message=(upstream.message if upstream else str(error))[:500] if error else None,
+                stream=ctx.request.stream,
+            )
+        )
+
+    def _stream_ended(
+        self,
+        ctx: CallContext,
+        model: ModelEntry,
+        started: float,
+        ttft_ms: float,
+        outcome: Outcome,
+        usage: Usage,
+        error: BaseException | None,
+    ) -> None:
+        self._record_attempt(ctx, model, outcome, started, ttft_ms, usage, error)
+        if outcome != "success":
+            self._recorder.record(ctx.record(outcome))
+
+
+def _all_failed(errors: list[tuple[str, UpstreamError]], headers: dict[str, str]) -> ApiError:
+    last_model, last = errors[-1]
+    if not last.retryable:
+        return ApiError(last.status, last.message, code="upstream_rejected", headers=headers)
+    summary = "; ".join(f"{name}: {exc.message}" for name, exc in errors)
+    status = 429 if all(e.status == 429 for _, e in errors) else (504 if last.status == 504 else 502)
+    kind = "rate_limit_error" if status == 429 else "server_error"
+    return ApiError(
+        status,
+        f"Every backend tried failed ({summary}).",
+        type=kind,
+        code="upstream_unavailable",
+        headers={**headers, "x-autoroute-model": last_model},
+    )
+
+
+__all__ = ["Completed", "Pipeline", "Streaming"]

@@ -1,0 +1,186 @@
+"""The HTTP API: OpenAI's chat completions and models, feedback, health."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from router_plugins.types import PREFERENCES
+
+from .errors import ApiError, bad_request, unauthorized
+from .events import FeedbackRecord
+from .pipeline import Completed
+from .validation import parse_chat_request
+
+if TYPE_CHECKING:
+    from .app import Services
+    from .runtime import Runtime
+
+router = APIRouter()
+
+MAX_BODY_BYTES = 20 * 1024 * 1024
+MAX_COMMENT_CHARS = 4000
+_JSON_HEADERS = {"cache-control": "no-store"}
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def _authorize(request: Request, runtime: Runtime) -> None:
+    if not runtime.api_keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized()
+    supplied = token.strip().encode()
+    # Compare against every key, always: the time taken must not say which key, or how much of one, matched.
+    matched = False
+    for key in runtime.api_keys:
+        matched |= hmac.compare_digest(supplied, key)
+    if not matched:
+        raise unauthorized()
+
+
+async def _body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES} bytes.", code="request_too_large")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES} bytes.", code="request_too_large")
+    return body
+
+
+@router.post("/v1/chat/completions")
+@router.post("/chat/completions", include_in_schema=False)
+async def chat_completions(request: Request) -> Response:
+    services = _services(request)
+    runtime = services.holder.current
+    request.state.request_id = request_id = f"ar-{uuid.uuid4().hex}"
+    _authorize(request, runtime)
+    chat = parse_chat_request(await _body(request), request_id, runtime.registry.router.default_preference)
+    result = await services.pipeline.handle(chat)
+    if isinstance(result, Completed):
+        return JSONResponse(result.body, headers=result.headers)
+    return StreamingResponse(
+        result.chunks,  # type: ignore[arg-type]
+        media_type="text/event-stream",
+        headers={**result.headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+@router.get("/v1/models")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: Request) -> Response:
+    runtime = _services(request).holder.current
+    _authorize(request, runtime)
+    created = int(runtime.loaded_at)
+    data: list[dict[str, Any]] = [
+        {"id": name, "object": "model", "created": created, "owned_by": "autoroute"}
+        for name in ("auto", *(f"auto:{p}" for p in PREFERENCES))
+    ]
+    usable = set(runtime.available)
+    for model in runtime.registry.models:
+        if model.enabled:
+            data.append(
+                {
+                    "id": model.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": model.litellm_params.model.split("/", 1)[0],
+                    "available": model in usable,
+                }
+            )
+    return JSONResponse({"object": "list", "data": data}, headers=_JSON_HEADERS)
+
+
+@router.post("/v1/feedback")
+async def feedback(request: Request) -> Response:
+    services = _services(request)
+    _authorize(request, services.holder.current)
+    try:
+        data = json.loads(await _body(request))
+    except ValueError as exc:
+        raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+    record = _parse_feedback(data)
+    try:
+        known = await services.recorder.knows(record.request_id)
+    except Exception as exc:  # noqa: BLE001 - a store that cannot answer must not turn into a wrong 404
+        raise ApiError(503, "The store cannot be read right now; retry later.", type="server_error") from exc
+    if not known:
+        raise ApiError(
+            404, f"No request with id '{record.request_id}' was routed here.", param="request_id",
+            code="request_not_found",
+        )  # fmt: skip
+    if not services.recorder.record(record):
+        raise ApiError(503, "The feedback queue is full; retry shortly.", type="server_error", code="queue_full")
+    return JSONResponse(
+        {"object": "feedback", "request_id": record.request_id, "score": record.score, "status": "recorded"}
+    )
+
+
+def _parse_feedback(data: Any) -> FeedbackRecord:
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.")
+    unknown = set(data) - {"request_id", "score", "thumbs", "comment", "label"}
+    if unknown:
+        raise bad_request(f"Unrecognized field: {sorted(unknown)[0]}", param=sorted(unknown)[0], code="unknown_parameter")
+    request_id = data.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise bad_request("'request_id' is required: the x-autoroute-request-id of the call.", param="request_id")
+    score, thumbs = data.get("score"), data.get("thumbs")
+    if (score is None) == (thumbs is None):
+        raise bad_request("Send exactly one of 'score' (0..1) or 'thumbs' ('up' or 'down').", param="score")
+    label = data.get("label")
+    if thumbs is not None:
+        if thumbs not in ("up", "down"):
+            raise bad_request("'thumbs' must be 'up' or 'down'.", param="thumbs")
+        score, label = (1.0 if thumbs == "up" else 0.0), label or f"thumbs_{thumbs}"
+    elif isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 1:
+        raise bad_request("'score' must be a number from 0 to 1.", param="score")
+    comment = data.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS):
+        raise bad_request(f"'comment' must be a string of at most {MAX_COMMENT_CHARS} characters.", param="comment")
+    if label is not None and (not isinstance(label, str) or len(label) > 100):
+        raise bad_request("'label' must be a short string.", param="label")
+    return FeedbackRecord(request_id, time.time(), float(score), label, comment, "api")
+
+
+@router.get("/health/liveness")
+async def liveness() -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+@router.get("/health/readiness")
+async def readiness(request: Request) -> Response:
+    services = _services(request)
+    checks: dict[str, Any] = {"config": "ok", "store": "ok"}
+    status = 200
+    if services.holder.last_error:
+        checks["config"] = f"serving the last good config; the file has an error: {services.holder.last_error}"
+    try:
+        await asyncio.to_thread(services.store.check_writable)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["store"] = f"not writable: {type(exc).__name__}"
+        status = 503
+    stats = services.recorder.stats
+    body = {
+        "status": "ready" if status == 200 else "not_ready",
+        "checks": checks,
+        "models_available": len(services.holder.current.available),
+        "registry_version": services.holder.current.registry.version,
+        "recorder": {"written": stats.written, "dropped": stats.dropped, "lost": stats.lost,
+                     "queue_depth": stats.queue_depth},
+    }  # fmt: skip
+    return JSONResponse(body, status_code=status)

@@ -1,0 +1,120 @@
+"""One consistent snapshot of everything built from the config, swapped whole when the config changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
+from router_plugins.registry import ModelEntry, Registry, load_registry
+from router_plugins.routers import Router, RouterTable, default_table
+from router_plugins.schema import ConfigError
+
+log = logging.getLogger(__name__)
+
+RELOAD_INTERVAL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    registry: Registry
+    classifier: TaskClassifier
+    routers: tuple[Router, ...]
+    """Asked in order for `auto` requests; the first that decides wins."""
+    available: tuple[ModelEntry, ...]
+    """Enabled models whose credentials are present: the candidates for `auto`."""
+    api_keys: tuple[bytes, ...] = ()
+    """Accepted client keys; empty means the gateway asks for none."""
+    loaded_at: float = field(default_factory=time.time)
+
+
+def build_runtime(
+    registry: Registry,
+    embedder: StaticEmbedder | None,
+    has_credentials: Callable[[ModelEntry], bool],
+    table: RouterTable | None = None,
+) -> Runtime:
+    table = table or default_table()
+    available = tuple(m for m in registry.models if m.enabled and has_credentials(m))
+    for model in registry.models:
+        if model.enabled and model not in available:
+            log.warning(
+                "model %s is left out of routing: set %s to use it", model.name, model.litellm_params.api_key_env
+            )
+    routers = (table.create("static-rules", registry),)
+    return Runtime(registry, build_classifier(registry, embedder), routers, available, _client_keys(registry))
+
+
+def _client_keys(registry: Registry) -> tuple[bytes, ...]:
+    keys = []
+    for name in registry.auth.api_key_envs:
+        value = os.environ.get(name, "")
+        if not value:
+            # Fail closed: a listed but unset key must not silently open the gateway to everyone.
+            raise ConfigError(f"auth.api_key_envs names {name}, but that environment variable is not set")
+        keys.append(value.encode())
+    return tuple(keys)
+
+
+class RuntimeHolder:
+    """Holds the current Runtime and reloads the config file when it changes.
+
+    A bad edit keeps the last good runtime serving and records why (`last_error`), so one typo in the
+    YAML never takes the gateway down.
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        runtime: Runtime,
+        rebuild: Callable[[Registry], Runtime],
+    ) -> None:
+        self.config_path = config_path
+        self._runtime = runtime
+        self._rebuild = rebuild
+        self._mtime = _mtime(config_path)
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    @property
+    def current(self) -> Runtime:
+        return self._runtime
+
+    def check_reload(self) -> bool:
+        """Reload when the file changed; returns True when a new runtime was swapped in."""
+        mtime = _mtime(self.config_path)
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            registry = load_registry(self.config_path)
+            runtime = self._rebuild(registry)
+        except (ConfigError, OSError, ValueError) as exc:
+            self.last_error = str(exc)
+            log.error("config %s not reloaded, still serving the last good one: %s", self.config_path, exc)
+            return False
+        self._runtime = runtime
+        self.last_error = None
+        self.reloads += 1
+        log.info("config %s reloaded (registry %s)", self.config_path, registry.version)
+        return True
+
+    async def watch(self, interval_s: float = RELOAD_INTERVAL_S) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.check_reload()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                log.exception("config reload failed")
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None

@@ -1,0 +1,350 @@
+"""Persistent storage for routing decisions, per-attempt performance and feedback.
+
+This is the only module that talks SQL. Everything else hands it `proxy.events`
+records and reads plain dicts back, so the backend can change without touching
+the request path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlite_utils import Database
+
+from proxy.events import DecisionRecord, FeedbackRecord, PerformanceRecord, Record
+
+logger = logging.getLogger(__name__)
+
+DECISIONS = "routing_decisions"
+PERFORMANCE = "model_performance"
+FEEDBACK = "feedback"
+RULES = "model_routing_rules"
+MIGRATIONS = "_migrations"
+
+# Columns holding JSON text / 0-1 integers, decoded on the way out so callers
+# get back the same shapes they put into the records.
+_JSON_COLUMNS: dict[str, frozenset[str]] = {
+    DECISIONS: frozenset({"layer_attempts", "alternatives"}),
+    PERFORMANCE: frozenset(),
+    FEEDBACK: frozenset({"extra"}),
+}
+_BOOL_COLUMNS: dict[str, frozenset[str]] = {
+    DECISIONS: frozenset({"needs_clarification", "stream"}),
+    PERFORMANCE: frozenset({"stream"}),
+    FEEDBACK: frozenset(),
+}
+_TABLE_FOR: dict[type, str] = {
+    DecisionRecord: DECISIONS,
+    PerformanceRecord: PERFORMANCE,
+    FeedbackRecord: FEEDBACK,
+}
+
+
+class Store(Protocol):
+    """What the gateway needs from storage; `SQLiteStore` is the only implementation so far."""
+
+    def write_batch(self, records: Sequence[Record]) -> None:
+        """Persist all records in one transaction: either all are stored or none."""
+        ...
+
+    def decision_exists(self, request_id: str) -> bool: ...
+
+    def decision(self, request_id: str) -> dict[str, Any] | None: ...
+
+    def performance(self, request_id: str) -> list[dict[str, Any]]:
+        """Attempts for one request, ordered by attempt number."""
+        ...
+
+    def feedback(self, request_id: str) -> list[dict[str, Any]]: ...
+
+    def check_writable(self) -> None:
+        """Raise if a write transaction cannot be started right now (readiness probe)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- migrations -------------------------------------------------------------
+#
+# Each migration is frozen once released: its DDL is spelled out here rather than
+# derived from the dataclasses, so adding a record field later needs a new
+# migration (tests check every field has a column) instead of silently changing
+# what 0001 means on fresh databases only.
+
+Migration = tuple[str, Callable[[Database], None]]
+
+
+def _m0001_initial(db: Database) -> None:
+    statements = [
+        f"""CREATE TABLE {DECISIONS} (
+            request_id TEXT NOT NULL PRIMARY KEY,
+            created_at REAL NOT NULL,
+            requested_model TEXT,
+            preference TEXT,
+            task TEXT,
+            task_confidence REAL,
+            classification_layer TEXT,
+            needs_clarification INTEGER,
+            layer_attempts TEXT,
+            selected_model TEXT,
+            routed_model TEXT,
+            selection_reason TEXT,
+            alternatives TEXT,
+            router_name TEXT,
+            router_version TEXT,
+            propensity REAL,
+            stream INTEGER,
+            status TEXT,
+            attempts INTEGER,
+            prompt_chars INTEGER,
+            prompt_text TEXT,
+            ab_arm TEXT
+        )""",
+        f"CREATE INDEX idx_{DECISIONS}_created_at ON {DECISIONS} (created_at)",
+        f"CREATE INDEX idx_{DECISIONS}_task ON {DECISIONS} (task)",
+        f"""CREATE TABLE {PERFORMANCE} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            attempt INTEGER,
+            model TEXT,
+            task TEXT,
+            outcome TEXT,
+            latency_ms REAL,
+            ttft_ms REAL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cost_usd REAL,
+            cost_source TEXT,
+            error_class TEXT,
+            error_message TEXT,
+            stream INTEGER
+        )""",
+        f"CREATE INDEX idx_{PERFORMANCE}_request_id ON {PERFORMANCE} (request_id)",
+        f"CREATE INDEX idx_{PERFORMANCE}_task_model ON {PERFORMANCE} (task, model)",
+        f"CREATE INDEX idx_{PERFORMANCE}_created_at ON {PERFORMANCE} (created_at)",
+        f"""CREATE TABLE {FEEDBACK} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            score REAL,
+            label TEXT,
+            comment TEXT,
+            source TEXT,
+            extra TEXT
+        )""",
+        f"CREATE INDEX idx_{FEEDBACK}_request_id ON {FEEDBACK} (request_id)",
+        f"""CREATE TABLE {RULES} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            version TEXT,
+            created_at REAL,
+            task TEXT,
+            model TEXT,
+            adjustment TEXT,
+            source TEXT
+        )""",
+    ]
+    for sql in statements:
+        db.execute(sql)
+
+
+MIGRATIONS_LIST: list[Migration] = [
+    ("0001_initial", _m0001_initial),
+]
+
+
+def apply_migrations(db: Database, migrations: Sequence[Migration] = MIGRATIONS_LIST) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction; return the names applied."""
+    db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS} (name TEXT PRIMARY KEY, applied_at REAL)")
+    applied: list[str] = []
+    for name, fn in migrations:
+        # IMMEDIATE takes the write lock before the "already applied?" check, so two
+        # processes starting together cannot both run the same migration.
+        with _immediate_transaction(db.conn):
+            row = db.execute(f"SELECT 1 FROM {MIGRATIONS} WHERE name = ?", [name]).fetchone()
+            if row is not None:
+                continue
+            fn(db)
+            db.execute(
+                f"INSERT INTO {MIGRATIONS} (name, applied_at) VALUES (?, ?)", [name, time.time()]
+            )
+        applied.append(name)
+        logger.info("applied migration %s", name)
+    return applied
+
+
+@contextlib.contextmanager
+def _immediate_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # BEGIN IMMEDIATE rather than a deferred BEGIN: a deferred transaction that
+    # reads first (sqlite-utils introspects the table) and then writes can fail
+    # with SQLITE_BUSY without honouring busy_timeout when another process wrote.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --- row conversion ---------------------------------------------------------
+
+
+def _to_json(value: Any) -> str:
+    # default=str: one odd value (a numpy float, a datetime) in a diagnostic field
+    # must not fail the whole batch it travels in.
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _to_row(rec: Record, table: str) -> dict[str, Any]:
+    row = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+    for col in _JSON_COLUMNS[table]:
+        row[col] = _to_json(row[col])
+    for col in _BOOL_COLUMNS[table]:
+        value = row[col]
+        row[col] = None if value is None else int(bool(value))
+    return row
+
+
+def _from_row(row: dict[str, Any], table: str) -> dict[str, Any]:
+    for col in _JSON_COLUMNS[table]:
+        if row.get(col) is not None:
+            row[col] = json.loads(row[col])
+    for col in _BOOL_COLUMNS[table]:
+        if row.get(col) is not None:
+            row[col] = bool(row[col])
+    return row
+
+
+# --- SQLite -----------------------------------------------------------------
+
+
+class SQLiteStore(Store):
+    """One SQLite file in WAL mode behind a single connection.
+
+    A lock serialises every call: the recorder writes from a worker thread while
+    request handlers may read from others, and one sqlite3 connection must not be
+    used by two threads at once.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: no implicit transactions; every transaction here
+        # is explicit, so batch boundaries are exactly what write_batch says.
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            # Plugins could alter the connection; the gateway's storage must not
+            # depend on whatever sqlite-utils plugins happen to be installed.
+            self._db = Database(conn, execute_plugins=False)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal" and str(path) != ":memory:":
+                logger.warning("sqlite journal_mode is %s, not wal, for %s", mode, path)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            apply_migrations(self._db)
+        except BaseException:
+            conn.close()
+            raise
+        self._closed = False
+
+    # writes
+
+    def write_batch(self, records: Sequence[Record]) -> None:
+        by_table: dict[str, list[dict[str, Any]]] = {DECISIONS: [], PERFORMANCE: [], FEEDBACK: []}
+        for rec in records:
+            table = _TABLE_FOR.get(type(rec))
+            if table is None:
+                raise TypeError(f"not a storable record: {type(rec).__name__}")
+            by_table[table].append(_to_row(rec, table))
+        if not records:
+            return
+        with self._lock, _immediate_transaction(self._db.conn):
+            if by_table[DECISIONS]:
+                # Replace, so a decision written early (e.g. before streaming ends)
+                # can be completed later under the same request_id.
+                self._db.table(DECISIONS).insert_all(by_table[DECISIONS], replace=True)
+            if by_table[PERFORMANCE]:
+                self._db.table(PERFORMANCE).insert_all(by_table[PERFORMANCE])
+            if by_table[FEEDBACK]:
+                self._db.table(FEEDBACK).insert_all(by_table[FEEDBACK])
+
+    # reads
+
+    def decision_exists(self, request_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT 1 FROM {DECISIONS} WHERE request_id = ?", [request_id]
+            ).fetchone()
+        return row is not None
+
+    def decision(self, request_id: str) -> dict[str, Any] | None:
+        rows = self._select(DECISIONS, request_id, order_by=None)
+        return rows[0] if rows else None
+
+    def performance(self, request_id: str) -> list[dict[str, Any]]:
+        return self._select(PERFORMANCE, request_id, order_by="attempt, id")
+
+    def feedback(self, request_id: str) -> list[dict[str, Any]]:
+        return self._select(FEEDBACK, request_id, order_by="created_at, id")
+
+    def _select(self, table: str, request_id: str, *, order_by: str | None) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(
+                self._db.table(table).rows_where("request_id = ?", [request_id], order_by=order_by)
+            )
+        return [_from_row(row, table) for row in rows]
+
+    # health / lifecycle
+
+    def check_writable(self) -> None:
+        with self._lock:
+            conn = self._db.conn
+            # A read-only file still lets BEGIN IMMEDIATE succeed; only a write
+            # statement surfaces SQLITE_READONLY. This one touches no rows and is
+            # rolled back. Disk-full is not detected: that needs a committed write.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"UPDATE {MIGRATIONS} SET applied_at = applied_at WHERE 0")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    def journal_mode(self) -> str:
+        with self._lock:
+            return str(self._db.journal_mode)
+
+    def applied_migrations(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT name FROM {MIGRATIONS} ORDER BY name").fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+
+def open_store(url_or_path: str) -> Store:
+    """Open storage from a config value: a file path, `sqlite:///relative` or `sqlite:////absolute`."""
+    if url_or_path.startswith(("postgresql://", "postgres://", "postgresql+")):
+        raise NotImplementedError("postgres storage is not built yet")
+    if url_or_path.startswith("sqlite:///"):
+        return SQLiteStore(url_or_path[len("sqlite:///") :])
+    if "://" in url_or_path:
+        scheme = url_or_path.split("://", 1)[0]
+        raise ValueError(f"unsupported storage scheme {scheme!r}")
+    return SQLiteStore(url_or_path)

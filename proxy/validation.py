@@ -1,0 +1,193 @@
+"""Request parsing and validation: raw bytes -> a frozen ChatRequest, or a 400 that names the bad field.
+
+Only OpenAI's own chat parameters are accepted. Anything LiteLLM would obey to pick another upstream or
+credentials (api_base, api_key, extra_headers, custom_llm_provider, mock_response, ...) is refused: the
+gateway calls registry backends only, with registry credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from router_plugins.types import PREFERENCES, ChatRequest, Preference
+
+from .errors import ApiError, bad_request
+
+AUTO_PREFIX = "auto"
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+PASSTHROUGH = frozenset(
+    {
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens",
+        "max_tokens", "modalities", "n", "parallel_tool_calls", "prediction", "presence_penalty", "reasoning_effort",
+        "response_format", "seed", "service_tier", "stop", "temperature", "tool_choice", "tools", "top_logprobs",
+        "top_p", "user", "web_search_options",
+    }
+)  # fmt: skip
+ACCEPTED_NOT_FORWARDED = frozenset({"store", "metadata"})
+"""OpenAI's stored-completion fields: harmless to accept, and not ours to send to another provider."""
+FORBIDDEN = frozenset(
+    {
+        "api_base", "base_url", "api_key", "api_version", "api_type", "extra_headers", "headers", "custom_llm_provider",
+        "organization", "deployment_id", "model_list", "mock_response", "mock_testing_fallbacks", "fallbacks",
+        "num_retries", "timeout", "input_cost_per_token", "output_cost_per_token", "litellm_params", "client",
+        "aws_access_key_id", "aws_secret_access_key", "aws_region_name", "vertex_credentials", "vertex_project",
+        "azure_ad_token", "extra_body", "proxy", "callbacks", "cache", "caching",
+    }
+)  # fmt: skip
+OUR_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "autoroute"})
+_NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
+
+
+def parse_chat_request(body: bytes, request_id: str, default_preference: Preference) -> ChatRequest:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.", code="invalid_json")
+    for key in data:
+        if key in FORBIDDEN or key.startswith(("litellm", "aws_", "vertex_", "azure_")):
+            raise bad_request(
+                f"'{key}' cannot be set by a request: the gateway only calls the backends in its registry, "
+                "with the registry's credentials.",
+                param=key,
+                code="forbidden_parameter",
+            )
+        if key not in PASSTHROUGH and key not in OUR_FIELDS and key not in ACCEPTED_NOT_FORWARDED:
+            raise bad_request(f"Unrecognized request argument supplied: {key}", param=key, code="unknown_parameter")
+
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required and must be a non-empty string.", param="model", code="missing_model")
+    preference = _preference(model, default_preference)
+    messages = _messages(data.get("messages"))
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean.", param="stream")
+    stream_options = data.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict) or not all(
+            isinstance(v, bool) for k, v in stream_options.items() if k == "include_usage"
+        ):
+            raise bad_request("'stream_options' must be an object like {\"include_usage\": true}.", "stream_options")
+        if not stream:
+            raise bad_request("'stream_options' is only allowed when 'stream' is true.", "stream_options")
+    params = {k: v for k, v in data.items() if k in PASSTHROUGH}
+    _check_params(params)
+    if stream_options is not None:
+        params["stream_options"] = stream_options
+    extension = _extension(data.get("autoroute"))
+    return ChatRequest(
+        request_id=request_id,
+        requested_model=model,
+        messages=messages,
+        stream=stream,
+        preference=extension.get("preference", preference),
+        params=params,
+        max_cost_per_1k=extension.get("max_cost_per_1k"),
+        min_quality=extension.get("min_quality"),
+    )
+
+
+def _preference(model: str, default: Preference) -> Preference:
+    if model == AUTO_PREFIX:
+        return default
+    if model.startswith(AUTO_PREFIX + ":"):
+        suffix = model.split(":", 1)[1]
+        if suffix not in PREFERENCES:
+            raise ApiError(
+                404,
+                f"The model '{model}' does not exist; the auto variants are "
+                + ", ".join(f"auto:{p}" for p in PREFERENCES),
+                param="model",
+                code="model_not_found",
+            )
+        return suffix  # type: ignore[return-value]
+    return default
+
+
+def _messages(raw: Any) -> tuple[Mapping[str, Any], ...]:
+    if raw is None:
+        raise bad_request("'messages' is required.", param="messages", code="missing_messages")
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("'messages' must be a non-empty array.", param="messages")
+    for i, message in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise bad_request(f"{where} must be an object.", param=where)
+        role = message.get("role")
+        if role not in ROLES:
+            raise bad_request(
+                f"{where}.role must be one of {', '.join(sorted(ROLES))}; got {role!r}.", param=f"{where}.role"
+            )
+        content = message.get("content")
+        if content is None:
+            if role != "assistant" or not (message.get("tool_calls") or message.get("function_call")):
+                raise bad_request(f"{where}.content is required.", param=f"{where}.content")
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise bad_request(
+                        f"{where}.content[{j}] must be an object with a 'type'.", param=f"{where}.content[{j}]"
+                    )
+        elif not isinstance(content, str):
+            raise bad_request(f"{where}.content must be a string or an array of parts.", param=f"{where}.content")
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise bad_request(f"{where}.tool_call_id is required for tool messages.", param=f"{where}.tool_call_id")
+    return tuple(raw)
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    for key, (low, high) in _NUMBER_RANGES.items():
+        if key in params and params[key] is not None:
+            value = params[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise bad_request(f"'{key}' must be a number from {low:g} to {high:g}.", param=key)
+    for key in ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs"):
+        if key in params and params[key] is not None:
+            value = params[key]
+            if isinstance(value, bool) or not isinstance(value, int) or (key != "seed" and value < (0 if key == "top_logprobs" else 1)):
+                raise bad_request(f"'{key}' must be a positive integer.", param=key)
+    stop = params.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+        raise bad_request("'stop' must be a string or an array of strings.", param="stop")
+    tools = params.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise bad_request("'tools' must be an array of tool objects.", param="tools")
+    response_format = params.get("response_format")
+    if response_format is not None and not (isinstance(response_format, dict) and "type" in response_format):
+        raise bad_request("'response_format' must be an object with a 'type'.", param="response_format")
+
+
+def _extension(raw: Any) -> dict[str, Any]:
+    """Our own per-request options, sent by OpenAI clients as `extra_body={"autoroute": {...}}`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise bad_request("'autoroute' must be an object.", param="autoroute")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        param = f"autoroute.{key}"
+        if key == "preference":
+            if value not in PREFERENCES:
+                raise bad_request(f"{param} must be one of {', '.join(PREFERENCES)}.", param=param)
+            out[key] = value
+        elif key in ("max_cost_per_1k", "min_quality"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise bad_request(f"{param} must be a number >= 0.", param=param)
+            if key == "min_quality" and value > 1:
+                raise bad_request(f"{param} must be in [0, 1].", param=param)
+            out[key] = float(value)
+        else:
+            raise bad_request(
+                f"Unknown option {param}; allowed: preference, max_cost_per_1k, min_quality.", param=param
+            )
+    return out

@@ -1,0 +1,275 @@
+"""The model registry: the typed, closed schema of `config.yaml`.
+
+The YAML is the human's source of truth. Secrets appear only as environment-variable names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from importlib import resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping
+
+from .schema import ConfigError, load_yaml
+from .types import PREFERENCES, Preference
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+@dataclass(frozen=True)
+class LiteLLMParams:
+    model: str
+    """LiteLLM's provider/model string, e.g. `openai/gpt-4o-mini` or `ollama/llama3.2`."""
+    api_base: str | None = None
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the key; never the key itself."""
+    timeout_s: float = 60.0
+    extra_headers_env: Mapping[str, str] = field(default_factory=dict)
+    """Header name -> environment variable holding its value."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    litellm_params: LiteLLMParams
+    input_cost_per_mtok: float | None = None
+    output_cost_per_mtok: float | None = None
+    context_window: int = 8192
+    generalist: bool = True
+    specialized_for: tuple[str, ...] = ()
+    supports_tools: bool = True
+    latency_ms: float = 1000.0
+    """Prior typical latency of one call, before anything is measured."""
+    quality: Mapping[str, float] = field(default_factory=dict)
+    """Prior quality per task type in [0, 1]; the key `default` covers unlisted tasks."""
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name) or self.name == "auto" or self.name.startswith("auto:"):
+            raise ValueError(f"model name {self.name!r} is not allowed (letters, digits, ._:/-; not 'auto')")
+        for task, q in self.quality.items():
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"model {self.name!r}: quality for {task!r} must be in [0, 1], got {q}")
+        for price in (self.input_cost_per_mtok, self.output_cost_per_mtok):
+            if price is not None and price < 0:
+                raise ValueError(f"model {self.name!r}: prices must be >= 0")
+        if self.context_window <= 0:
+            raise ValueError(f"model {self.name!r}: context_window must be > 0")
+
+    def prior_quality(self, task: str) -> float:
+        return self.quality.get(task, self.quality.get("default", 0.5))
+
+    def cost_per_1k(self) -> float | None:
+        """Blended USD per 1k tokens, input and output weighted equally; None when the price is unknown."""
+        if self.input_cost_per_mtok is None or self.output_cost_per_mtok is None:
+            return None
+        return (self.input_cost_per_mtok + self.output_cost_per_mtok) / 2 / 1000
+
+    def is_specialist_for(self, task: str) -> bool:
+        return task in self.specialized_for
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    description: str = ""
+    keywords: tuple[str, ...] = ()
+    """Words or phrases (case-insensitive, whole words) that point at this task."""
+    patterns: tuple[str, ...] = ()
+    """Regular expressions that point at this task more strongly than a keyword."""
+    examples: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"task name {self.name!r} is not allowed")
+        for pattern in self.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"task {self.name!r}: bad pattern {pattern!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RuleCandidate:
+    model: str
+    priority: int = 1
+    """1 is tried first; larger numbers are less preferred."""
+    is_specialized: bool = False
+    min_quality_score: float | None = None
+    max_cost_per_1k: float | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RoutingRule:
+    task: str
+    candidates: tuple[RuleCandidate, ...]
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class PreferenceWeights:
+    quality_weight: float = 1.0
+    cost_weight: float = 0.0
+    """Penalty per unit of cost relative to the most expensive candidate."""
+    latency_weight: float = 0.0
+    """Penalty per unit of latency relative to the slowest candidate."""
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    enabled: bool = True
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    keywords: LayerSettings = LayerSettings(threshold=0.55)
+    static_embedding: LayerSettings = LayerSettings(threshold=0.4)
+    max_chars: int = 4000
+    """Only the start and end of very long prompts are read by the classifier."""
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    default_preference: Preference = "balanced"
+    fallback_task: str = "chat"
+    max_attempts: int = 3
+    """Backends tried for one request, the first choice included."""
+    specialization_bonus: float = 0.05
+    priority_bonus: float = 0.02
+    """Utility added per priority step above the rule's lowest priority."""
+    classifier: ClassifierSettings = ClassifierSettings()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("router.max_attempts must be >= 1")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    api_key_envs: tuple[str, ...] = ()
+    """Environment variables that each hold one accepted client key. Empty: no auth."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: Literal["sqlite"] = "sqlite"
+    data_dir: str = "autoroute-data"
+    """Relative paths resolve against the working directory of `autoroute serve`."""
+    prompt_text: Literal["full", "truncated", "none"] = "truncated"
+    truncate_chars: int = 500
+    queue_size: int = 10000
+    batch_size: int = 500
+    flush_interval_ms: int = 200
+
+
+def _default_preferences() -> Mapping[str, PreferenceWeights]:
+    return {
+        "quality": PreferenceWeights(1.0, 0.0, 0.0),
+        "balanced": PreferenceWeights(1.0, 0.15, 0.05),
+        "cost": PreferenceWeights(1.0, 0.6, 0.0),
+        "latency": PreferenceWeights(1.0, 0.05, 0.6),
+    }
+
+
+def default_tasks() -> tuple[TaskType, ...]:
+    """The packaged task taxonomy, for registries that do not list their own."""
+    text = resources.files("router_plugins").joinpath("data/default_tasks.yaml").read_text(encoding="utf-8")
+    return load_yaml(text, _TaskList, "router_plugins/data/default_tasks.yaml").tasks
+
+
+@dataclass(frozen=True)
+class _TaskList:
+    tasks: tuple[TaskType, ...]
+
+
+@dataclass(frozen=True)
+class Registry:
+    models: tuple[ModelEntry, ...]
+    tasks: tuple[TaskType, ...] = field(default_factory=default_tasks)
+    routing_rules: tuple[RoutingRule, ...] = ()
+    preferences: Mapping[str, PreferenceWeights] = field(default_factory=_default_preferences)
+    router: RouterSettings = RouterSettings()
+    auth: AuthSettings = AuthSettings()
+    storage: StorageSettings = StorageSettings()
+
+    def __post_init__(self) -> None:
+        _unique("model", [m.name for m in self.models])
+        _unique("task", [t.name for t in self.tasks])
+        model_names = {m.name for m in self.models}
+        task_names = {t.name for t in self.tasks}
+        if not self.models:
+            raise ValueError("the registry needs at least one model")
+        if self.router.fallback_task not in task_names:
+            raise ValueError(f"router.fallback_task {self.router.fallback_task!r} is not a task type")
+        for model in self.models:
+            for task in [*model.specialized_for, *(k for k in model.quality if k != "default")]:
+                if task not in task_names:
+                    raise ValueError(f"model {model.name!r} names unknown task {task!r}")
+        _unique("routing rule task", [r.task for r in self.routing_rules])
+        for rule in self.routing_rules:
+            if rule.task not in task_names:
+                raise ValueError(f"routing rule for unknown task {rule.task!r}")
+            for c in rule.candidates:
+                if c.model not in model_names:
+                    raise ValueError(f"routing rule for {rule.task!r} names unknown model {c.model!r}")
+        missing = set(PREFERENCES) - set(self.preferences)
+        if missing:
+            raise ValueError(f"preferences must define {', '.join(sorted(missing))}")
+        unknown = set(self.preferences) - set(PREFERENCES)
+        if unknown:
+            raise ValueError(f"unknown preference {', '.join(sorted(unknown))}; allowed: {', '.join(PREFERENCES)}")
+
+    def model(self, name: str) -> ModelEntry | None:
+        return self._models_by_name.get(name)
+
+    def task(self, name: str) -> TaskType | None:
+        return next((t for t in self.tasks if t.name == name), None)
+
+    def rule_for(self, task: str) -> RoutingRule | None:
+        return next((r for r in self.routing_rules if r.task == task and r.enabled), None)
+
+    @property
+    def _models_by_name(self) -> dict[str, ModelEntry]:
+        cached = self.__dict__.get("_by_name")
+        if cached is None:
+            cached = {m.name: m for m in self.models}
+            object.__setattr__(self, "_by_name", cached)
+        return cached
+
+    def with_models(self, models: tuple[ModelEntry, ...]) -> Registry:
+        return dataclasses.replace(self, models=models)
+
+    @property
+    def version(self) -> str:
+        """A short content hash: names the registry a decision was made with."""
+        cached = self.__dict__.get("_version")
+        if cached is None:
+            cached = hashlib.sha256(repr(self.routing_rules).encode() + repr(self.models).encode()).hexdigest()[:8]
+            object.__setattr__(self, "_version", cached)
+        return cached
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {kind} {name!r}")
+        seen.add(name)
+
+
+def parse_registry(text: str, source: str = "<config>") -> Registry:
+    return load_yaml(text, Registry, source)
+
+
+def load_registry(path: str | Path) -> Registry:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    return parse_registry(text, str(path))

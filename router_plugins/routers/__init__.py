@@ -1,0 +1,17 @@
+"""Routers: one small class per strategy, all behind the same `Router` protocol."""
+
+from __future__ import annotations
+
+from .base import DuplicateRouterError, Router, RouterFactory, RouterTable
+from .static_rules import StaticRulesRouter
+
+__all__ = ["DuplicateRouterError", "Router", "RouterFactory", "RouterTable", "StaticRulesRouter", "default_table"]
+
+
+def default_table(with_plugins: bool = True) -> RouterTable:
+    """A table holding the built-in routers and, unless told otherwise, the installed plugins."""
+    table = RouterTable()
+    table.register(StaticRulesRouter.name, StaticRulesRouter)
+    if with_plugins:
+        table.load_entry_points()
+    return table

@@ -1,0 +1,67 @@
+"""The router contract and the name -> factory table that built-in and third-party routers share."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Protocol
+
+from ..registry import ModelEntry, Registry
+from ..types import ChatRequest, Classification, RouteDecision
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "autoroute.routers"
+
+
+class Router(Protocol):
+    """Picks one backend for one request. Returns None when it cannot decide (the next router answers)."""
+
+    name: str
+    version: str
+
+    def route(
+        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> RouteDecision | None: ...
+
+
+RouterFactory = Callable[[Registry], Router]
+
+
+class DuplicateRouterError(ValueError):
+    pass
+
+
+class RouterTable:
+    """Router factories by name. Built-ins register exactly as plugins do; a name can be taken only once."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, RouterFactory] = {}
+
+    def register(self, name: str, factory: RouterFactory) -> None:
+        if name in self._factories:
+            raise DuplicateRouterError(f"a router named {name!r} is already registered")
+        self._factories[name] = factory
+
+    def unregister(self, name: str) -> None:
+        self._factories.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._factories))
+
+    def create(self, name: str, registry: Registry) -> Router:
+        try:
+            factory = self._factories[name]
+        except KeyError:
+            raise KeyError(f"no router named {name!r}; known: {', '.join(self.names())}") from None
+        return factory(registry)
+
+    def load_entry_points(self) -> None:
+        """Register routers that installed packages declare (entry point group `autoroute.routers`).
+
+        Only installed packages can add routers: a dotted path from a config file or a request is never imported.
+        """
+        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            self.register(entry_point.name, entry_point.load())
+            log.info("registered router plugin %s from %s", entry_point.name, entry_point.value)

@@ -1,0 +1,125 @@
+"""Static rules: rank the registry's candidates for a task by prior quality, price, latency and priority."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..registry import ModelEntry, Registry, RuleCandidate
+from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+
+CHARS_PER_TOKEN = 4
+DEFAULT_COMPLETION_TOKENS = 512
+"""Room left for the answer when the request sets no max_tokens, for the context-window check."""
+
+
+@dataclass(frozen=True)
+class _Option:
+    model: ModelEntry
+    rule: RuleCandidate | None
+
+
+class StaticRulesRouter:
+    """Utility = w_q·quality − w_c·(cost / dearest) − w_l·(latency / slowest) + specialist and priority bonuses.
+
+    Candidates are those of the task's routing rule (or every model when the task has none), less those
+    that cannot serve the request (tools, context window) or break a constraint. Rule constraints are
+    relaxed when nothing would be left (a rule must never make a request fail); the caller's own
+    `max_cost_per_1k` / `min_quality` are never relaxed: no decision is returned instead.
+    """
+
+    name = "static-rules"
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self.version = registry.version
+
+    def route(
+        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> RouteDecision | None:
+        available = {m.name: m for m in candidates}
+        rule = self._registry.rule_for(task.task)
+        if rule is not None:
+            options = [_Option(available[c.model], c) for c in rule.candidates if c.enabled and c.model in available]
+            source = f"rule for {task.task}"
+        else:
+            options = []
+        if not options:
+            options = [_Option(m, None) for m in candidates]
+            source = "all models (no rule for this task)" if rule is None else "all models (rule's models unavailable)"
+        options = [o for o in options if self._can_serve(o.model, request)]
+        within_rule = [o for o in options if self._meets_rule(o, task.task)]
+        relaxed = bool(options) and not within_rule
+        options = within_rule or options
+        options = [o for o in options if self._meets_request(o.model, request, task.task)]
+        if not options:
+            return None
+        ranked = self._rank(options, request, task.task)
+        best = ranked[0]
+        reason = (
+            f"static rules, {request.preference}: {best.model} has the best utility for {task.task} "
+            f"among {len(ranked)} ({source})"
+        )
+        if relaxed:
+            reason += "; rule constraints relaxed, no candidate met them"
+        if task.needs_clarification:
+            reason += "; task uncertain"
+        return RouteDecision(best.model, reason, self.name, self.version, tuple(ranked), 1.0)
+
+    def _can_serve(self, model: ModelEntry, request: ChatRequest) -> bool:
+        if request.uses_tools and not model.supports_tools:
+            return False
+        max_tokens = request.params.get("max_tokens") or request.params.get("max_completion_tokens")
+        needed = request.prompt_chars() // CHARS_PER_TOKEN + (max_tokens or DEFAULT_COMPLETION_TOKENS)
+        return needed <= model.context_window
+
+    @staticmethod
+    def _meets_rule(option: _Option, task: str) -> bool:
+        rule = option.rule
+        if rule is None:
+            return True
+        if rule.min_quality_score is not None and option.model.prior_quality(task) < rule.min_quality_score:
+            return False
+        cost = option.model.cost_per_1k()
+        return rule.max_cost_per_1k is None or (cost is not None and cost <= rule.max_cost_per_1k)
+
+    @staticmethod
+    def _meets_request(model: ModelEntry, request: ChatRequest, task: str) -> bool:
+        if request.min_quality is not None and model.prior_quality(task) < request.min_quality:
+            return False
+        if request.max_cost_per_1k is not None:
+            cost = model.cost_per_1k()
+            return cost is not None and cost <= request.max_cost_per_1k
+        return True
+
+    def _rank(self, options: list[_Option], request: ChatRequest, task: str) -> list[ScoredCandidate]:
+        weights = self._registry.preferences[request.preference]
+        settings = self._registry.router
+        known_costs = [c for o in options if (c := o.model.cost_per_1k()) is not None]
+        dearest = max(known_costs, default=0.0) or 1.0
+        slowest = max(o.model.latency_ms for o in options) or 1.0
+        lowest_priority = max((o.rule.priority for o in options if o.rule), default=1)
+        scored: list[tuple[float, int, ScoredCandidate]] = []
+        for index, option in enumerate(options):
+            model = option.model
+            quality = model.prior_quality(task)
+            cost = model.cost_per_1k()
+            # An unknown price is treated as the dearest: the cost-aware preferences must not favour it.
+            relative_cost = (cost if cost is not None else dearest) / dearest
+            utility = (
+                weights.quality_weight * quality
+                - weights.cost_weight * relative_cost
+                - weights.latency_weight * model.latency_ms / slowest
+            )
+            notes = []
+            if (option.rule and option.rule.is_specialized) or model.is_specialist_for(task):
+                utility += settings.specialization_bonus
+                notes.append("specialist")
+            if option.rule:
+                utility += settings.priority_bonus * (lowest_priority - option.rule.priority)
+                notes.append(f"priority {option.rule.priority}")
+            candidate = ScoredCandidate(model.name, utility, quality, cost, model.latency_ms, ", ".join(notes))
+            priority = option.rule.priority if option.rule else lowest_priority
+            scored.append((-utility, priority * 1000 + index, candidate))
+        scored.sort(key=lambda item: (round(item[0], 9), item[1]))
+        return [candidate for _, _, candidate in scored]

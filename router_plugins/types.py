@@ -1,0 +1,128 @@
+"""Plain data passed between the gateway and the routing library.
+
+Everything here is frozen: a request, a classification and a decision are facts about one call,
+recorded as they were made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+Preference = Literal["quality", "balanced", "cost", "latency"]
+PREFERENCES: tuple[Preference, ...] = ("quality", "balanced", "cost", "latency")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One validated chat-completion request, as the router sees it."""
+
+    request_id: str
+    requested_model: str
+    messages: tuple[Mapping[str, Any], ...]
+    stream: bool = False
+    preference: Preference = "balanced"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """OpenAI parameters passed to the backend untouched (temperature, tools, stop, ...)."""
+    max_cost_per_1k: float | None = None
+    min_quality: float | None = None
+
+    @property
+    def is_auto(self) -> bool:
+        return self.requested_model == "auto" or self.requested_model.startswith("auto:")
+
+    @property
+    def uses_tools(self) -> bool:
+        return bool(self.params.get("tools") or self.params.get("functions"))
+
+    def last_user_text(self) -> str:
+        """The text of the last user message: what the task classifier reads."""
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return content_text(message.get("content"))
+        return content_text(self.messages[-1].get("content")) if self.messages else ""
+
+    def prompt_chars(self) -> int:
+        return sum(len(content_text(m.get("content"))) for m in self.messages)
+
+
+def content_text(content: Any) -> str:
+    """The plain text of a message's content (a string or a list of typed parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerAttempt:
+    """What one classifier layer said, whether it decided, and what it cost."""
+
+    layer: str
+    task: str | None
+    confidence: float
+    threshold: float
+    accepted: bool
+    latency_ms: float
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "task": self.task,
+            "confidence": round(self.confidence, 4),
+            "threshold": self.threshold,
+            "accepted": self.accepted,
+            "latency_ms": round(self.latency_ms, 4),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    task: str
+    confidence: float
+    layer: str
+    attempts: tuple[LayerAttempt, ...] = ()
+    needs_clarification: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredCandidate:
+    model: str
+    score: float
+    quality: float
+    cost_per_1k: float | None
+    latency_ms: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "score": round(self.score, 6),
+            "quality": round(self.quality, 4),
+            "cost_per_1k": self.cost_per_1k,
+            "latency_ms": self.latency_ms,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """The chosen model, why, and every candidate considered in rank order (the fallback order)."""
+
+    model: str
+    reason: str
+    router: str
+    router_version: str
+    alternatives: tuple[ScoredCandidate, ...] = ()
+    propensity: float = 1.0
+
+    @property
+    def fallback_order(self) -> tuple[str, ...]:
+        """The chosen model first, then the other candidates by rank."""
+        rest = tuple(c.model for c in self.alternatives if c.model != self.model)
+        return (self.model, *rest)

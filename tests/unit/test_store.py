@@ -1,0 +1,310 @@
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.events import DecisionRecord, FeedbackRecord, PerformanceRecord
+from proxy.store import SQLiteStore, open_store
+
+
+def decision(request_id: str = "req-1", **kw: Any) -> DecisionRecord:
+    base: dict[str, Any] = dict(
+        request_id=request_id,
+        created_at=1_700_000_000.5,
+        requested_model="auto",
+        preference="balanced",
+        task="code",
+        task_confidence=0.87,
+        classification_layer="embedding",
+        needs_clarification=False,
+        layer_attempts=[{"layer": "rules", "matched": False}, {"layer": "embedding", "score": 0.87}],
+        selected_model="model-a",
+        routed_model="model-a",
+        selection_reason="best quality for code",
+        alternatives=[{"model": "model-b", "score": 0.5}],
+        router_name="default",
+        router_version="1.0",
+        propensity=0.9,
+        stream=True,
+        status="success",
+        attempts=1,
+        prompt_chars=42,
+        prompt_text="héllo \"world\"",
+        ab_arm="B",
+    )
+    base.update(kw)
+    return DecisionRecord(**base)
+
+
+def perf(request_id: str = "req-1", attempt: int = 1, **kw: Any) -> PerformanceRecord:
+    base: dict[str, Any] = dict(
+        request_id=request_id,
+        created_at=1_700_000_001.0 + attempt,
+        attempt=attempt,
+        model=f"model-{attempt}",
+        task="code",
+        outcome="success",
+        latency_ms=123.4,
+        ttft_ms=None,
+        prompt_tokens=10,
+        completion_tokens=20,
+        cost_usd=0.0012,
+        cost_source="provider",
+    )
+    base.update(kw)
+    return PerformanceRecord(**base)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "nested" / "dir" / "autoroute.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    s = SQLiteStore(db_path)
+    yield s
+    s.close()
+
+
+def columns(path: Path, table: str) -> list[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def test_creates_parent_dir_and_tables(store: SQLiteStore, db_path: Path) -> None:
+    assert db_path.exists()
+    with closing(sqlite3.connect(db_path)) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"_migrations", "routing_decisions", "model_performance", "feedback", "model_routing_rules"} <= tables
+    assert {
+        "idx_routing_decisions_created_at",
+        "idx_routing_decisions_task",
+        "idx_model_performance_request_id",
+        "idx_model_performance_task_model",
+        "idx_model_performance_created_at",
+        "idx_feedback_request_id",
+    } <= indexes
+
+
+def test_migrations_are_idempotent(db_path: Path) -> None:
+    first = SQLiteStore(db_path)
+    first.write_batch([decision()])
+    first.close()
+    second = SQLiteStore(db_path)
+    try:
+        assert second.applied_migrations() == ["0001_initial"]
+        assert second.decision_exists("req-1")  # reopening did not recreate tables
+    finally:
+        second.close()
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 1
+
+
+def test_every_record_field_has_a_column(store: SQLiteStore, db_path: Path) -> None:
+    # A new field in proxy.events without a migration would make every batch fail.
+    for cls, table in [
+        (DecisionRecord, "routing_decisions"),
+        (PerformanceRecord, "model_performance"),
+        (FeedbackRecord, "feedback"),
+    ]:
+        missing = {f.name for f in dataclasses.fields(cls)} - set(columns(db_path, table))
+        assert not missing, f"{table} lacks columns {missing}"
+    assert columns(db_path, "model_routing_rules") == [
+        "id", "version", "created_at", "task", "model", "adjustment", "source"
+    ]
+
+
+def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
+    assert store.journal_mode() == "wal"
+    with closing(sqlite3.connect(db_path)) as conn:  # persistent, seen by other connections
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_decision_round_trip(store: SQLiteStore) -> None:
+    rec = decision(needs_clarification=True, stream=False)
+    store.write_batch([rec])
+    row = store.decision("req-1")
+    assert row == dataclasses.asdict(rec)
+    assert row["needs_clarification"] is True and row["stream"] is False
+    assert isinstance(row["layer_attempts"], list) and row["layer_attempts"][1]["score"] == 0.87
+    assert store.decision("missing") is None
+
+
+def test_performance_round_trip_and_order(store: SQLiteStore) -> None:
+    store.write_batch([perf(attempt=3), perf(attempt=1, stream=True)])
+    store.write_batch(
+        [
+            perf(attempt=2, outcome="failure", error_class="Timeout", error_message="x", ttft_ms=None),
+            perf("other", attempt=1),
+        ]
+    )
+    rows = store.performance("req-1")
+    assert [r["attempt"] for r in rows] == [1, 2, 3]
+    assert rows[0]["stream"] is True and rows[2]["stream"] is False
+    first = dict(rows[0])
+    first.pop("id")
+    assert first == dataclasses.asdict(perf(attempt=1, stream=True))
+    assert rows[1]["error_class"] == "Timeout" and rows[1]["ttft_ms"] is None
+    assert store.performance("nope") == []
+
+
+def test_feedback_round_trip(store: SQLiteStore) -> None:
+    fb = FeedbackRecord("req-1", 1.0, 0.5, label="good", extra={"tags": ["a", "b"], "n": 1})
+    store.write_batch([fb, FeedbackRecord("req-1", 2.0, -1.0)])
+    rows = store.feedback("req-1")
+    assert len(rows) == 2
+    assert rows[0]["extra"] == {"tags": ["a", "b"], "n": 1}
+    assert rows[0]["label"] == "good" and rows[1]["extra"] == {} and rows[1]["source"] == "api"
+
+
+def test_decision_upsert_replaces_row(store: SQLiteStore, db_path: Path) -> None:
+    store.write_batch([decision(status="partial", attempts=1)])
+    store.write_batch([decision(status="success", attempts=2, selected_model="model-b")])
+    row = store.decision("req-1")
+    assert row is not None
+    assert (row["status"], row["attempts"], row["selected_model"]) == ("success", 2, "model-b")
+    # Within one batch the last write wins too.
+    store.write_batch([decision("req-2", attempts=1), decision("req-2", attempts=3)])
+    assert store.decision("req-2")["attempts"] == 3  # type: ignore[index]
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT count(*) FROM routing_decisions").fetchone()[0] == 2
+
+
+def test_decision_exists(store: SQLiteStore) -> None:
+    assert not store.decision_exists("req-1")
+    store.write_batch([perf()])  # performance rows alone do not make a decision
+    assert not store.decision_exists("req-1")
+    store.write_batch([decision()])
+    assert store.decision_exists("req-1")
+
+
+def test_quotes_and_sql_in_ids_round_trip(store: SQLiteStore) -> None:
+    nasty = "x'); DROP TABLE routing_decisions; --\"`"
+    store.write_batch([decision(nasty), perf(nasty), FeedbackRecord(nasty, 1.0, 1.0)])
+    assert store.decision_exists(nasty)
+    assert store.decision(nasty)["request_id"] == nasty  # type: ignore[index]
+    assert len(store.performance(nasty)) == 1 and len(store.feedback(nasty)) == 1
+    assert not store.decision_exists("x")
+
+
+def test_batch_is_one_transaction(store: SQLiteStore) -> None:
+    bad = perf(request_id=None)  # type: ignore[arg-type]  # violates NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write_batch([decision(), perf(), bad])
+    assert not store.decision_exists("req-1")
+    assert store.performance("req-1") == []
+    store.write_batch([decision()])  # the connection is usable afterwards
+    assert store.decision_exists("req-1")
+
+
+def test_write_batch_rejects_unknown_types(store: SQLiteStore) -> None:
+    with pytest.raises(TypeError):
+        store.write_batch([decision(), {"request_id": "x"}])  # type: ignore[list-item]
+    assert not store.decision_exists("req-1")
+    store.write_batch([])
+
+
+def test_check_writable_ok(store: SQLiteStore) -> None:
+    store.check_writable()
+    store.check_writable()
+    store.write_batch([decision()])  # the probe left no transaction open
+
+
+def test_check_writable_fails_when_closed(db_path: Path) -> None:
+    s = SQLiteStore(db_path)
+    s.close()
+    with pytest.raises(sqlite3.Error):
+        s.check_writable()
+    s.close()  # idempotent
+
+
+def test_check_writable_fails_when_write_lock_is_held(db_path: Path) -> None:
+    # Works as root too: another writer holding the lock is a real failure mode.
+    s = SQLiteStore(db_path, busy_timeout_ms=50)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            s.check_writable()
+        other.execute("ROLLBACK")
+        s.check_writable()
+    finally:
+        other.close()
+        s.close()
+
+
+def test_check_writable_fails_on_read_only_database(db_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
+    SQLiteStore(db_path).close()
+    db_path.chmod(0o444)
+    db_path.parent.chmod(0o555)  # no -wal/-shm can be created either
+    try:
+        with pytest.raises(sqlite3.Error):
+            s = SQLiteStore(db_path)
+            try:
+                s.check_writable()
+            finally:
+                s.close()
+    finally:
+        db_path.parent.chmod(0o755)
+        db_path.chmod(0o644)
+
+
+def test_unwritable_path_fails_at_open(tmp_path: Path) -> None:
+    # A regular file where the parent directory should be: fails even as root.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(OSError):
+        SQLiteStore(blocker / "autoroute.db")
+
+
+def test_concurrent_threads(store: SQLiteStore) -> None:
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for i in range(50):
+                store.write_batch([decision(f"w-{i}"), perf(f"w-{i}")])
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            deadline = time.monotonic() + 5
+            while not store.decision_exists("w-49") and time.monotonic() < deadline:
+                store.decision("w-0")
+                store.performance("w-0")
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.decision_exists("w-49")
+
+
+def test_open_store(tmp_path: Path) -> None:
+    s = open_store(str(tmp_path / "a.db"))
+    assert isinstance(s, SQLiteStore)
+    s.close()
+    u = open_store(f"sqlite:///{tmp_path / 'b.db'}")  # absolute path -> sqlite:////...
+    assert isinstance(u, SQLiteStore) and u.path == tmp_path / "b.db"
+    u.close()
+    with pytest.raises(NotImplementedError, match="postgres storage is not built yet"):
+        open_store("postgresql://user@localhost/autoroute")
+    with pytest.raises(ValueError):
+        open_store("mysql://localhost/x")
