@@ -152,6 +152,9 @@ class Forwarder:
             timeout=params.timeout_s,
             num_retries=0,
             stream=stream,
+            # LiteLLM routes requests with tools through its MCP bridge, which would let a request make the
+            # gateway contact servers the registry does not name (and needs the optional `mcp` package).
+            _skip_mcp_handler=True,
         )
         if params.api_base:
             kwargs["api_base"] = params.api_base

@@ -139,7 +139,7 @@ class Pipeline:
             model = runtime.registry.model(request.requested_model)
             if model is None or not model.enabled:
                 raise model_not_found(request.requested_model)
-            if model not in runtime.available:
+            if model.name not in runtime.available_names:
                 raise ApiError(
                     503,
                     f"The model '{model.name}' is not usable: the gateway has no credentials for it "

@@ -90,7 +90,6 @@ async def list_models(request: Request) -> Response:
         {"id": name, "object": "model", "created": created, "owned_by": "autoroute"}
         for name in ("auto", *(f"auto:{p}" for p in PREFERENCES))
     ]
-    usable = set(runtime.available)
     for model in runtime.registry.models:
         if model.enabled:
             data.append(
@@ -99,7 +98,7 @@ async def list_models(request: Request) -> Response:
                     "object": "model",
                     "created": created,
                     "owned_by": model.litellm_params.model.split("/", 1)[0],
-                    "available": model in usable,
+                    "available": model.name in runtime.available_names,
                 }
             )
     return JSONResponse({"object": "list", "data": data}, headers=_JSON_HEADERS)

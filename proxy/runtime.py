@@ -28,6 +28,7 @@ class Runtime:
     """Asked in order for `auto` requests; the first that decides wins."""
     available: tuple[ModelEntry, ...]
     """Enabled models whose credentials are present: the candidates for `auto`."""
+    available_names: frozenset[str]
     api_keys: tuple[bytes, ...] = ()
     """Accepted client keys; empty means the gateway asks for none."""
     loaded_at: float = field(default_factory=time.time)
@@ -47,7 +48,14 @@ def build_runtime(
                 "model %s is left out of routing: set %s to use it", model.name, model.litellm_params.api_key_env
             )
     routers = (table.create("static-rules", registry),)
-    return Runtime(registry, build_classifier(registry, embedder), routers, available, _client_keys(registry))
+    return Runtime(
+        registry,
+        build_classifier(registry, embedder),
+        routers,
+        available,
+        frozenset(m.name for m in available),
+        _client_keys(registry),
+    )
 
 
 def _client_keys(registry: Registry) -> tuple[bytes, ...]:

@@ -37,6 +37,7 @@ FORBIDDEN = frozenset(
         "azure_ad_token", "extra_body", "proxy", "callbacks", "cache", "caching",
     }
 )  # fmt: skip
+TOOL_TYPES = frozenset({"function", "custom"})
 OUR_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "autoroute"})
 _NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),
@@ -162,6 +163,12 @@ def _check_params(params: dict[str, Any]) -> None:
     tools = params.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise bad_request("'tools' must be an array of tool objects.", param="tools")
+    for i, tool in enumerate(tools or ()):
+        # Only tools the client runs itself: an MCP or hosted tool would make the gateway reach other servers.
+        if tool.get("type") not in TOOL_TYPES:
+            raise bad_request(
+                f"tools[{i}].type must be one of {', '.join(sorted(TOOL_TYPES))}.", param=f"tools[{i}].type"
+            )
     response_format = params.get("response_format")
     if response_format is not None and not (isinstance(response_format, dict) and "type" in response_format):
         raise bad_request("'response_format' must be an object with a 'type'.", param="response_format")

@@ -1,0 +1,27 @@
+# The two commands of the README: `make serve` installs and serves, `make test` installs and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install serve demo test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: its CPU wheel; any looser spec pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install
+	$(VENV)/bin/autoroute serve --config config.yaml
+
+demo: install
+	$(VENV)/bin/autoroute fake-upstream & trap 'kill $$!' EXIT; \
+	$(VENV)/bin/autoroute serve --config examples/local-fake.yaml
+
+test: install
+	$(PY) -m pytest

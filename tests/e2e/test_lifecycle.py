@@ -1,0 +1,105 @@
+"""Shutdown without loss, config edits while serving, and a failing store that never fails a chat."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import openai
+
+from proxy.app import AppSettings, create_app
+
+from .conftest import Gateway, Upstream, registry_text
+
+CODING_PROMPT = [{"role": "user", "content": "Write a Python function that merges two sorted lists."}]
+
+
+def test_clean_shutdown_writes_everything_acknowledged(start_gateway: Callable[..., Gateway], upstream: Upstream) -> None:
+    # A writer that would not flush for a minute: only the shutdown drain can have written these rows.
+    text = registry_text(upstream).replace("flush_interval_ms: 50", "flush_interval_ms: 60000\n  batch_size: 100000")
+    gateway = start_gateway(text)
+
+    async def send(n: int) -> list[str]:
+        client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="unused")
+        raws = await asyncio.gather(
+            *(client.chat.completions.with_raw_response.create(model="auto", messages=CODING_PROMPT) for _ in range(n))
+        )
+        await client.close()
+        return [r.headers["x-autoroute-request-id"] for r in raws]
+
+    ids = asyncio.run(send(120))
+    assert gateway.rows("SELECT count(*) AS n FROM routing_decisions")[0]["n"] == 0
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so the exit status says what ended it.
+    assert gateway.stop() in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in gateway.log.read_text()
+    decisions = {r["request_id"] for r in gateway.rows("SELECT request_id FROM routing_decisions")}
+    performance = gateway.rows("SELECT count(*) AS n FROM model_performance")[0]["n"]
+    assert decisions == set(ids)
+    assert performance == len(ids)
+
+
+def _routes_coding_to(gateway: Gateway, model: str, timeout: float = 10.0) -> bool:
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.chat.completions.create(model="auto", messages=CODING_PROMPT).model == model:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_config_edits_are_picked_up_and_a_bad_edit_keeps_the_last_good(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    gateway = start_gateway(registry_text(upstream))
+    assert _routes_coding_to(gateway, "coder", timeout=1)
+    good = gateway.config.read_text()
+
+    gateway.config.write_text(good.replace("{model: coder, priority: 1, is_specialized: true}", "{model: coder, enabled: false}"))
+    assert _routes_coding_to(gateway, "frontier")
+
+    gateway.config.write_text(good + "\nunexpected_section: {}\n")
+    deadline = time.monotonic() + 10
+    while "unexpected_section" not in httpx.get(f"{gateway.url}/health/readiness").json()["checks"]["config"]:
+        assert time.monotonic() < deadline, "the bad edit was not reported"
+        time.sleep(0.2)
+    assert _routes_coding_to(gateway, "frontier", timeout=1), "the last good config keeps serving"
+    bad_line = len(good.splitlines()) + 2
+    assert f"unknown key 'unexpected_section' in the top level at {gateway.config}:{bad_line}" in gateway.log.read_text()
+
+    gateway.config.write_text(good)
+    assert _routes_coding_to(gateway, "coder")
+    assert httpx.get(f"{gateway.url}/health/readiness").json()["checks"]["config"] == "ok"
+
+
+def test_a_failing_store_never_fails_a_chat(tmp_path: Path, upstream: Upstream, artifacts_dir: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(registry_text(upstream))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "artifacts").symlink_to(artifacts_dir)
+    app = create_app(AppSettings(config, tmp_path / "data", watch_config=False))
+
+    async def run() -> tuple[list[str], int, int]:
+        async with app.router.lifespan_context(app):
+            services = app.state.services
+
+            def broken(records: object) -> None:
+                raise OSError("disk on fire")
+
+            services.store.write_batch = broken
+            http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+            client = openai.AsyncOpenAI(base_url="http://gateway/v1", api_key="unused", http_client=http)
+            results = await asyncio.gather(
+                *(client.chat.completions.create(model="auto", messages=CODING_PROMPT) for _ in range(5))
+            )
+            await services.recorder.flush()
+            await http.aclose()
+            return [r.model for r in results], services.recorder.stats.write_errors, services.recorder.stats.lost
+
+    models, write_errors, lost = asyncio.run(run())
+    assert models == ["coder"] * 5
+    assert write_errors >= 1 and lost == 10, "the failure is counted, not hidden"
