@@ -1,0 +1,150 @@
+"""The pipeline's sequencing with a scripted forwarder: fallback order, bounds, and what gets recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from proxy.errors import ApiError
+from proxy.events import DecisionRecord, PerformanceRecord, Record
+from proxy.forward import StreamHandle, Usage, UpstreamError
+from proxy.pipeline import Completed, Pipeline, Streaming
+from proxy.recorder import Recorder
+from proxy.runtime import build_runtime
+from router_plugins.registry import ModelEntry, parse_registry
+from router_plugins.types import ChatRequest
+
+REGISTRY = """
+models:
+  - {name: a, litellm_params: {model: openai/a}, input_cost_per_mtok: 1, output_cost_per_mtok: 1, quality: {default: 0.9}}
+  - {name: b, litellm_params: {model: openai/b}, input_cost_per_mtok: 1, output_cost_per_mtok: 1, quality: {default: 0.8}}
+  - {name: c, litellm_params: {model: openai/c}, input_cost_per_mtok: 1, output_cost_per_mtok: 1, quality: {default: 0.7}}
+router:
+  max_attempts: 2
+  classifier: {static_embedding: {enabled: false}}
+"""
+
+
+class ListStore:
+    def __init__(self) -> None:
+        self.rows: list[Record] = []
+
+    def write_batch(self, records: Sequence[Record]) -> None:
+        self.rows.extend(records)
+
+    def decision_exists(self, request_id: str) -> bool:
+        return any(isinstance(r, DecisionRecord) and r.request_id == request_id for r in self.rows)
+
+
+class ScriptedForwarder:
+    """Fails the models in `failures` with the given error, answers the others."""
+
+    def __init__(self, failures: dict[str, UpstreamError]) -> None:
+        self.failures = failures
+        self.calls: list[str] = []
+
+    def cost(self, model: ModelEntry, usage: Usage) -> tuple[float | None, str | None]:
+        return (0.001, "litellm") if usage.prompt_tokens else (None, None)
+
+    async def complete(self, model: ModelEntry, request: ChatRequest) -> tuple[dict[str, Any], Usage]:
+        self.calls.append(model.name)
+        if model.name in self.failures:
+            raise self.failures[model.name]
+        return {"model": model.name, "choices": []}, Usage(3, 4)
+
+    async def open_stream(self, model: ModelEntry, request: ChatRequest) -> StreamHandle:
+        self.calls.append(model.name)
+        if model.name in self.failures:
+            raise self.failures[model.name]
+
+        async def rest() -> Any:
+            yield {"id": "x", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+            yield {"id": "x", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+        first = {"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+        return StreamHandle(first, rest().__aiter__(), model.name)
+
+
+def _request(stream: bool = False, model: str = "auto") -> ChatRequest:
+    return ChatRequest("req-1", model, ({"role": "user", "content": "hello"},), stream=stream, preference="quality")
+
+
+def _run(forwarder: ScriptedForwarder, request: ChatRequest) -> tuple[Completed | Streaming | ApiError, list[Record]]:
+    registry = parse_registry(REGISTRY)
+    runtime = build_runtime(registry, None, lambda m: True)
+    store = ListStore()
+
+    async def go() -> Completed | Streaming | ApiError:
+        recorder = Recorder(store, flush_interval_ms=1)  # type: ignore[arg-type]
+        await recorder.start()
+        pipeline = Pipeline(lambda: runtime, forwarder, recorder)  # type: ignore[arg-type]
+        try:
+            result: Completed | Streaming | ApiError = await pipeline.handle(request)
+            if isinstance(result, Streaming):
+                async for _ in result.chunks:  # type: ignore[attr-defined]
+                    pass
+        except ApiError as exc:
+            result = exc
+        await recorder.stop()
+        return result
+
+    return asyncio.run(go()), store.rows
+
+
+def _performance(rows: list[Record]) -> list[tuple[int, str, str]]:
+    return [(r.attempt, r.model, r.outcome) for r in rows if isinstance(r, PerformanceRecord)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_retryable_failure_falls_back_to_the_next_ranked_model(stream: bool) -> None:
+    forwarder = ScriptedForwarder({"a": UpstreamError(502, "InternalServerError", "boom", True)})
+    result, rows = _run(forwarder, _request(stream))
+    assert not isinstance(result, ApiError)
+    assert result.headers["x-autoroute-model"] == "b"
+    assert forwarder.calls == ["a", "b"]
+    assert _performance(rows) == [(1, "a", "failure"), (2, "b", "success")]
+    decision = [r for r in rows if isinstance(r, DecisionRecord)][-1]
+    assert (decision.routed_model, decision.selected_model, decision.attempts) == ("a", "b", 2)
+
+
+def test_attempts_are_bounded_by_max_attempts() -> None:
+    error = UpstreamError(502, "InternalServerError", "boom", True)
+    forwarder = ScriptedForwarder({"a": error, "b": error, "c": error})
+    result, rows = _run(forwarder, _request())
+    assert isinstance(result, ApiError) and result.status == 502
+    assert forwarder.calls == ["a", "b"], "max_attempts: 2"
+    assert result.headers["x-autoroute-model"] == "b"
+    assert [r.status for r in rows if isinstance(r, DecisionRecord)] == ["failure"]
+
+
+def test_a_request_error_is_not_retried_elsewhere() -> None:
+    forwarder = ScriptedForwarder({"a": UpstreamError(400, "BadRequestError", "bad schema", False)})
+    result, rows = _run(forwarder, _request())
+    assert isinstance(result, ApiError) and (result.status, result.message) == (400, "bad schema")
+    assert forwarder.calls == ["a"]
+    assert _performance(rows) == [(1, "a", "failure")]
+
+
+def test_all_rate_limited_is_429() -> None:
+    error = UpstreamError(429, "RateLimitError", "slow down", True)
+    result, _ = _run(ScriptedForwarder({"a": error, "b": error}), _request())
+    assert isinstance(result, ApiError) and (result.status, result.type) == (429, "rate_limit_error")
+
+
+def test_named_model_gets_no_fallback_and_unknown_is_404() -> None:
+    forwarder = ScriptedForwarder({"b": UpstreamError(502, "InternalServerError", "boom", True)})
+    result, _ = _run(forwarder, _request(model="b"))
+    assert isinstance(result, ApiError) and forwarder.calls == ["b"]
+    missing, _ = _run(ScriptedForwarder({}), _request(model="zzz"))
+    assert isinstance(missing, ApiError) and (missing.status, missing.code) == (404, "model_not_found")
+
+
+def test_stream_records_usage_and_ttft() -> None:
+    result, rows = _run(ScriptedForwarder({}), _request(stream=True))
+    assert isinstance(result, Streaming)
+    (perf,) = [r for r in rows if isinstance(r, PerformanceRecord)]
+    assert (perf.outcome, perf.prompt_tokens, perf.completion_tokens, perf.cost_usd) == ("success", 3, 1, 0.001)
+    assert perf.ttft_ms is not None and 0 <= perf.ttft_ms <= perf.latency_ms
