@@ -207,8 +207,8 @@ def classify_error(exc: BaseException) -> UpstreamError:
         return UpstreamError(429, name, "the backend is rate limited", True)
     if status >= 500:
         return UpstreamError(502, name, f"the backend failed with status {status}", True)
-    if status in (401, 403):
-        # The backend refused our registry credentials: the client can do nothing, another backend may work.
+    if status in (401, 402, 403):
+        # The backend refused our registry credentials or account: the client can do nothing, another backend may.
         return UpstreamError(502, name, f"the backend refused the gateway's credentials (status {status})", True)
     if status == 404:
         return UpstreamError(502, name, "the backend does not know the configured model", True)

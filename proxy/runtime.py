@@ -102,7 +102,7 @@ class RuntimeHolder:
         try:
             registry = load_registry(self.config_path)
             runtime = self._rebuild(registry)
-        except (ConfigError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a bad edit breaks, the last good config keeps serving
             self.last_error = str(exc)
             log.error("config %s not reloaded, still serving the last good one: %s", self.config_path, exc)
             return False

@@ -125,7 +125,7 @@ def _messages(raw: Any) -> tuple[Mapping[str, Any], ...]:
         if not isinstance(message, dict):
             raise bad_request(f"{where} must be an object.", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise bad_request(
                 f"{where}.role must be one of {', '.join(sorted(ROLES))}; got {role!r}.", param=f"{where}.role"
             )

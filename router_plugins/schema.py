@@ -64,6 +64,8 @@ def decode(node: yaml.Node | None, cls: Any, source: str, path: str) -> Any:
         out = {}
         for key_node, value_node in node.value:
             key = decode(key_node, key_type, source, f"{path} key")
+            if key in out:
+                raise ConfigError(f"duplicate key {key!r} in {path} at {_where(key_node, source)}")
             out[key] = decode(value_node, value_type, source, f"{path}.{key}")
         return types.MappingProxyType(out)
     if origin is Literal:

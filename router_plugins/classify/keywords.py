@@ -17,23 +17,23 @@ class KeywordLayer:
     name = "keywords"
 
     def __init__(self, tasks: Sequence[TaskType]) -> None:
-        self._rules: list[tuple[str, re.Pattern[str] | None, re.Pattern[str] | None]] = []
+        self._rules: list[tuple[str, re.Pattern[str] | None, tuple[re.Pattern[str], ...]]] = []
         for task in tasks:
             words = "|".join(re.escape(k.strip()) for k in task.keywords if k.strip())
             keyword_re = re.compile(rf"(?<![\w]){'(?:' + words + ')'}(?![\w])", re.IGNORECASE) if words else None
-            patterns = "|".join(f"(?:{p})" for p in task.patterns)
-            pattern_re = re.compile(patterns, re.IGNORECASE | re.MULTILINE) if patterns else None
-            if keyword_re or pattern_re:
-                self._rules.append((task.name, keyword_re, pattern_re))
+            # Compiled one by one: joined, their inline flags and group numbers would clash.
+            patterns = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in task.patterns)
+            if keyword_re or patterns:
+                self._rules.append((task.name, keyword_re, patterns))
 
     def classify(self, text: str) -> LayerVerdict:
         scores: list[tuple[float, str]] = []
-        for task, keyword_re, pattern_re in self._rules:
+        for task, keyword_re, patterns in self._rules:
             score = 0.0
             if keyword_re is not None:
                 # Distinct keywords count: one word repeated ten times is still one signal.
                 score += len({m.group(0).lower() for m in keyword_re.finditer(text)})
-            if pattern_re is not None and pattern_re.search(text):
+            if any(pattern.search(text) for pattern in patterns):
                 score += PATTERN_WEIGHT
             if score:
                 scores.append((score, task))

@@ -37,23 +37,28 @@ class StaticRulesRouter:
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
     ) -> RouteDecision | None:
+        needed_tokens = self._needed_tokens(request)
+
+        def usable(options: list[_Option]) -> list[_Option]:
+            return [
+                o for o in options
+                if self._can_serve(o.model, request, needed_tokens) and self._meets_request(o.model, request, task.task)
+            ]  # fmt: skip
+
         available = {m.name: m for m in candidates}
         rule = self._registry.rule_for(task.task)
+        options: list[_Option] = []
         if rule is not None:
-            options = [_Option(available[c.model], c) for c in rule.candidates if c.enabled and c.model in available]
+            options = usable([_Option(available[c.model], c) for c in rule.candidates if c.enabled and c.model in available])
             source = f"rule for {task.task}"
-        else:
-            options = []
         if not options:
-            options = [_Option(m, None) for m in candidates]
-            source = "all models (no rule for this task)" if rule is None else "all models (rule's models unavailable)"
-        options = [o for o in options if self._can_serve(o.model, request)]
-        within_rule = [o for o in options if self._meets_rule(o, task.task)]
-        relaxed = bool(options) and not within_rule
-        options = within_rule or options
-        options = [o for o in options if self._meets_request(o.model, request, task.task)]
+            options = usable([_Option(m, None) for m in candidates])
+            source = "all models (no rule for this task)" if rule is None else "all models (the rule's models are unavailable or cannot serve this request)"
         if not options:
             return None
+        within_rule = [o for o in options if self._meets_rule(o, task.task)]
+        relaxed = not within_rule
+        options = within_rule or options
         ranked = self._rank(options, request, task.task)
         best = ranked[0]
         reason = (
@@ -66,12 +71,16 @@ class StaticRulesRouter:
             reason += "; task uncertain"
         return RouteDecision(best.model, reason, self.name, self.version, tuple(ranked), 1.0)
 
-    def _can_serve(self, model: ModelEntry, request: ChatRequest) -> bool:
+    @staticmethod
+    def _needed_tokens(request: ChatRequest) -> int:
+        max_tokens = request.params.get("max_tokens") or request.params.get("max_completion_tokens")
+        return request.prompt_chars() // CHARS_PER_TOKEN + (max_tokens or DEFAULT_COMPLETION_TOKENS)
+
+    @staticmethod
+    def _can_serve(model: ModelEntry, request: ChatRequest, needed_tokens: int) -> bool:
         if request.uses_tools and not model.supports_tools:
             return False
-        max_tokens = request.params.get("max_tokens") or request.params.get("max_completion_tokens")
-        needed = request.prompt_chars() // CHARS_PER_TOKEN + (max_tokens or DEFAULT_COMPLETION_TOKENS)
-        return needed <= model.context_window
+        return needed_tokens <= model.context_window
 
     @staticmethod
     def _meets_rule(option: _Option, task: str) -> bool:

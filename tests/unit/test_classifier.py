@@ -1,0 +1,288 @@
+"""Task classification: the keyword layer, the static embedding layer and the cascade that asks them in turn."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from router_plugins.classify import KeywordLayer, LayerVerdict, StaticEmbedder, StaticEmbeddingLayer, TaskClassifier
+from router_plugins.classify.cascade import FALLBACK_LAYER
+from router_plugins.classify.static_embedding import MAX_TOKENS, model_path
+from router_plugins.registry import TaskType
+
+ONE_KEYWORD = 1 - math.exp(-1)
+"""Confidence for one distinct keyword of one task and nothing else."""
+
+SORTING = TaskType("sorting", keywords=("sort", "order by", "quicksort"), patterns=(r"\bsorted\(",))
+GREETING = TaskType("greeting", keywords=("hello", "good morning"))
+
+
+# -- keyword layer -------------------------------------------------------------------------------------------------
+
+
+def keywords() -> KeywordLayer:
+    return KeywordLayer([SORTING, GREETING])
+
+
+def test_keywords_no_match_gives_no_task() -> None:
+    verdict = keywords().classify("what is the capital of France?")
+
+    assert verdict.task is None
+    assert verdict.confidence == 0.0
+
+
+def test_keywords_one_keyword() -> None:
+    verdict = keywords().classify("Please sort this list")
+
+    assert verdict.task == "sorting"
+    assert verdict.confidence == pytest.approx(ONE_KEYWORD)
+    assert verdict.detail == "sorting=1"
+
+
+def test_keywords_match_whole_words_only_and_ignore_case() -> None:
+    layer = keywords()
+
+    assert layer.classify("the resort was nice").task is None
+    assert layer.classify("HELLO there").task == "greeting"
+    assert layer.classify("Good Morning!").task == "greeting"
+
+
+def test_keywords_a_pattern_counts_as_two_keywords() -> None:
+    verdict = keywords().classify("x = sorted(items)")
+
+    assert verdict.task == "sorting"
+    assert verdict.confidence == pytest.approx(1 - math.exp(-2))
+    assert verdict.detail == "sorting=2"
+
+
+def test_keywords_distinct_keywords_add_up() -> None:
+    verdict = keywords().classify("sort it with quicksort")
+
+    assert verdict.confidence == pytest.approx(1 - math.exp(-2))
+
+
+def test_keywords_repeated_keyword_counts_once() -> None:
+    verdict = keywords().classify("sort sort Sort SORT sort")
+
+    assert verdict.task == "sorting"
+    assert verdict.confidence == pytest.approx(ONE_KEYWORD)
+
+
+def test_keywords_tie_gives_zero_confidence() -> None:
+    verdict = keywords().classify("hello, sort this")
+
+    assert verdict.confidence == 0.0
+    assert "sorting=1" in verdict.detail and "greeting=1" in verdict.detail
+
+
+def test_keywords_runner_up_lowers_confidence_by_its_share() -> None:
+    verdict = keywords().classify("hello, sort this with quicksort")
+
+    assert verdict.task == "sorting"
+    assert verdict.confidence == pytest.approx((1 - math.exp(-2)) * (2 - 1) / 2)
+
+
+def test_keywords_task_without_keywords_or_patterns_never_matches() -> None:
+    layer = KeywordLayer([TaskType("chat", description="small talk"), GREETING])
+
+    assert layer.classify("small talk").task is None
+
+
+def test_keywords_pattern_with_an_inline_flag() -> None:
+    task = TaskType("shout", patterns=("(?i)^hey\\b", "!!!"))
+
+    assert KeywordLayer([task]).classify("HEY you").task == "shout"
+
+
+def test_keywords_pattern_with_a_back_reference_after_another_pattern() -> None:
+    task = TaskType("stutter", patterns=(r"(um)+ er", r"\b(\w+) \1\b"))
+
+    assert KeywordLayer([task]).classify("the the cat").task == "stutter"
+
+
+# -- the cascade ---------------------------------------------------------------------------------------------------
+
+
+class FixedLayer:
+    """A layer that always answers the same, and remembers what it was asked."""
+
+    def __init__(self, name: str, task: str | None, confidence: float) -> None:
+        self.name = name
+        self._verdict = LayerVerdict(task, confidence, f"{name} says {task}")
+        self.seen: list[str] = []
+
+    def classify(self, text: str) -> LayerVerdict:
+        self.seen.append(text)
+        return self._verdict
+
+
+def test_cascade_first_layer_over_threshold_decides() -> None:
+    first, second = FixedLayer("first", "math", 0.9), FixedLayer("second", "chat", 0.99)
+    classifier = TaskClassifier([(first, 0.5), (second, 0.5)], fallback_task="chat")
+
+    result = classifier.classify("2 + 2")
+
+    assert (result.task, result.confidence, result.layer) == ("math", 0.9, "first")
+    assert not result.needs_clarification
+    assert second.seen == []
+    assert [a.layer for a in result.attempts] == ["first"]
+
+
+def test_cascade_confidence_equal_to_threshold_is_accepted() -> None:
+    classifier = TaskClassifier([(FixedLayer("only", "math", 0.5), 0.5)], fallback_task="chat")
+
+    assert classifier.classify("x").layer == "only"
+
+
+def test_cascade_below_threshold_passes_to_the_next_layer() -> None:
+    first, second = FixedLayer("first", "math", 0.4), FixedLayer("second", "coding", 0.7)
+    classifier = TaskClassifier([(first, 0.5), (second, 0.6)], fallback_task="chat")
+
+    result = classifier.classify("text")
+
+    assert (result.task, result.layer) == ("coding", "second")
+    assert [(a.layer, a.task, a.accepted) for a in result.attempts] == [
+        ("first", "math", False),
+        ("second", "coding", True),
+    ]
+
+
+def test_cascade_layer_without_a_task_is_not_accepted_even_at_threshold_zero() -> None:
+    classifier = TaskClassifier([(FixedLayer("blank", None, 0.0), 0.0)], fallback_task="chat")
+
+    result = classifier.classify("text")
+
+    assert result.layer == FALLBACK_LAYER
+    assert result.attempts[0].accepted is False
+
+
+def test_cascade_falls_back_when_no_layer_is_sure() -> None:
+    classifier = TaskClassifier(
+        [(FixedLayer("first", "math", 0.3), 0.5), (FixedLayer("second", "coding", 0.1), 0.4)], fallback_task="chat"
+    )
+
+    result = classifier.classify("hmm")
+
+    assert (result.task, result.confidence, result.layer) == ("chat", 0.0, FALLBACK_LAYER)
+    assert result.needs_clarification
+    assert [a.layer for a in result.attempts] == ["first", "second", FALLBACK_LAYER]
+    assert result.attempts[-1].accepted and result.attempts[-1].task == "chat"
+
+
+def test_cascade_with_no_layers_falls_back() -> None:
+    result = TaskClassifier([], fallback_task="chat").classify("anything")
+
+    assert result.task == "chat" and result.needs_clarification
+
+
+def test_cascade_records_every_attempt() -> None:
+    classifier = TaskClassifier(
+        [(FixedLayer("first", "math", 0.3), 0.5), (FixedLayer("second", "coding", 0.8), 0.6)], fallback_task="chat"
+    )
+
+    first, second = classifier.classify("text").attempts
+
+    assert (first.threshold, first.confidence, first.accepted, first.detail) == (0.5, 0.3, False, "first says math")
+    assert (second.threshold, second.confidence, second.accepted) == (0.6, 0.8, True)
+    assert first.latency_ms >= 0 and second.latency_ms >= 0
+    assert first.to_dict()["layer"] == "first"
+
+
+def test_cascade_clips_long_prompts_keeping_start_and_end() -> None:
+    layer = FixedLayer("spy", None, 0.0)
+    classifier = TaskClassifier([(layer, 0.5)], fallback_task="chat", max_chars=10)
+
+    classifier.classify("HEAD-" + "x" * 100 + "-TAIL")
+
+    assert layer.seen == ["HEAD-\n-TAIL"]
+
+
+def test_cascade_leaves_short_prompts_alone() -> None:
+    layer = FixedLayer("spy", None, 0.0)
+    classifier = TaskClassifier([(layer, 0.5)], fallback_task="chat", max_chars=10)
+
+    classifier.classify("0123456789")
+
+    assert layer.seen == ["0123456789"]
+
+
+# -- static embedding layer ----------------------------------------------------------------------------------------
+
+DIMENSIONS = 8
+AXES = {"apple": 0, "banana": 1, "cherry": 2}
+"""Each of these tokens points along its own axis; every other token has a zero row."""
+
+
+@pytest.fixture(scope="module")
+def embedder() -> StaticEmbedder:
+    tokenizer = Tokenizer.from_file(str(model_path() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(MAX_TOKENS)
+    rows = np.zeros((tokenizer.get_vocab_size(), DIMENSIONS), dtype=np.float32)
+    for token, axis in AXES.items():
+        rows[tokenizer.token_to_id(token), axis] = 1.0
+    weights = np.ones(tokenizer.get_vocab_size(), dtype=np.float32)
+    return StaticEmbedder(tokenizer, rows, weights)
+
+
+@pytest.fixture(scope="module")
+def fruit_layer(embedder: StaticEmbedder) -> StaticEmbeddingLayer:
+    tasks = [
+        TaskType("apples", description="apple"),
+        TaskType("bananas", examples=("banana", "banana banana")),
+        TaskType("nothing"),
+    ]
+    return StaticEmbeddingLayer(embedder, tasks)
+
+
+def test_embedder_gives_unit_vectors_along_the_chosen_axes(embedder: StaticEmbedder) -> None:
+    vectors = embedder.embed(["apple", "apple banana", "zebra"])
+
+    np.testing.assert_allclose(vectors[0], np.eye(DIMENSIONS)[0])
+    np.testing.assert_allclose(vectors[1], (np.eye(DIMENSIONS)[0] + np.eye(DIMENSIONS)[1]) / math.sqrt(2), rtol=1e-6)
+    assert not vectors[2].any()
+
+
+def test_static_embedding_picks_the_nearest_task(fruit_layer: StaticEmbeddingLayer) -> None:
+    verdict = fruit_layer.classify("banana")
+
+    assert verdict.task == "bananas"
+    assert 0.5 < verdict.confidence <= 1.0
+    assert verdict.detail.startswith("bananas=1.000, apples=0.000")
+
+
+def test_static_embedding_mixed_text_leans_to_the_stronger_token(fruit_layer: StaticEmbeddingLayer) -> None:
+    verdict = fruit_layer.classify("apple apple banana")
+
+    assert verdict.task == "apples"
+    assert 0.5 < verdict.confidence < 1.0
+
+
+def test_static_embedding_exact_tie_splits_confidence(fruit_layer: StaticEmbeddingLayer) -> None:
+    verdict = fruit_layer.classify("apple banana")
+
+    assert verdict.confidence == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("text", ["", "zebra", "   "])
+def test_static_embedding_without_usable_tokens_gives_no_task(fruit_layer: StaticEmbeddingLayer, text: str) -> None:
+    verdict = fruit_layer.classify(text)
+
+    assert verdict.task is None
+    assert verdict.confidence == 0.0
+
+
+def test_static_embedding_text_unlike_any_example_is_a_coin_flip(fruit_layer: StaticEmbeddingLayer) -> None:
+    verdict = fruit_layer.classify("cherry")
+
+    assert verdict.confidence == pytest.approx(0.5, abs=1e-6)
+
+
+def test_static_embedding_without_examples_gives_no_task(embedder: StaticEmbedder) -> None:
+    layer = StaticEmbeddingLayer(embedder, [TaskType("chat"), TaskType("math")])
+
+    assert layer.classify("apple").task is None

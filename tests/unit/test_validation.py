@@ -1,0 +1,304 @@
+"""Request parsing: only OpenAI's chat parameters get in, anything else is a 400 that names the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from proxy.errors import ApiError
+from proxy.validation import parse_chat_request
+from router_plugins.types import ChatRequest
+
+USER = {"role": "user", "content": "hi"}
+
+
+def parse(body: dict[str, Any] | bytes, default_preference: str = "balanced") -> ChatRequest:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_chat_request(raw, "req-1", default_preference)  # type: ignore[arg-type]
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "auto", "messages": [USER], **fields}
+
+
+def rejected(body: dict[str, Any] | bytes) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        parse(body)
+    return info.value
+
+
+def test_minimal_request() -> None:
+    request = parse(chat())
+
+    assert request.request_id == "req-1"
+    assert request.requested_model == "auto"
+    assert request.messages == (USER,)
+    assert (request.stream, request.preference, dict(request.params)) == (False, "balanced", {})
+    assert (request.max_cost_per_1k, request.min_quality) == (None, None)
+
+
+# -- the body --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe\xfa"])
+def test_malformed_json(body: bytes) -> None:
+    error = rejected(body)
+
+    assert (error.status, error.code, error.type) == (400, "invalid_json", "invalid_request_error")
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"text"', b"42", b"null"])
+def test_body_must_be_an_object(body: bytes) -> None:
+    error = rejected(body)
+
+    assert (error.status, error.code) == (400, "invalid_json")
+
+
+# -- model -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [None, "", 7])
+def test_missing_or_bad_model(model: Any) -> None:
+    body = chat(model=model)
+    if model is None:
+        del body["model"]
+
+    error = rejected(body)
+
+    assert (error.status, error.code, error.param) == (400, "missing_model", "model")
+
+
+@pytest.mark.parametrize(
+    ("model", "preference"),
+    [("auto", "latency"), ("auto:cost", "cost"), ("auto:quality", "quality"), ("gpt-4o", "latency")],
+)
+def test_model_sets_the_preference(model: str, preference: str) -> None:
+    assert parse(chat(model=model), default_preference="latency").preference == preference
+
+
+@pytest.mark.parametrize("model", ["auto:bogus", "auto:", "auto:Cost"])
+def test_unknown_auto_variant_is_model_not_found(model: str) -> None:
+    error = rejected(chat(model=model))
+
+    assert (error.status, error.code, error.param) == (404, "model_not_found", "model")
+    assert "auto:cost" in error.message
+
+
+# -- messages --------------------------------------------------------------------------------------------------------
+
+
+def test_missing_messages() -> None:
+    error = rejected({"model": "auto"})
+
+    assert (error.status, error.code, error.param) == (400, "missing_messages", "messages")
+
+
+@pytest.mark.parametrize("messages", [[], "hi", {"role": "user", "content": "hi"}])
+def test_messages_must_be_a_non_empty_array(messages: Any) -> None:
+    error = rejected(chat(messages=messages))
+
+    assert (error.status, error.param) == (400, "messages")
+
+
+def test_message_must_be_an_object() -> None:
+    error = rejected(chat(messages=[USER, "hello"]))
+
+    assert (error.status, error.param) == (400, "messages[1]")
+
+
+@pytest.mark.parametrize("role", ["robot", None, 3])
+def test_unknown_role(role: Any) -> None:
+    error = rejected(chat(messages=[{"role": role, "content": "hi"}]))
+
+    assert (error.status, error.param) == (400, "messages[0].role")
+
+
+@pytest.mark.parametrize("role", [["user"], {"name": "user"}])
+def test_unhashable_role_is_a_400(role: Any) -> None:
+    error = rejected(chat(messages=[{"role": role, "content": "hi"}]))
+
+    assert (error.status, error.param) == (400, "messages[0].role")
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (5, "messages[0].content"),
+        ({"text": "hi"}, "messages[0].content"),
+        (None, "messages[0].content"),
+        (["hi"], "messages[0].content[0]"),
+        ([{"text": "no type"}], "messages[0].content[0]"),
+    ],
+)
+def test_content_of_the_wrong_type(content: Any, param: str) -> None:
+    error = rejected(chat(messages=[{"role": "user", "content": content}]))
+
+    assert (error.status, error.param) == (400, param)
+
+
+def test_content_as_typed_parts_is_accepted() -> None:
+    parts = [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]
+
+    assert parse(chat(messages=[{"role": "user", "content": parts}])).last_user_text() == "describe"
+
+
+def test_tool_message_needs_tool_call_id() -> None:
+    error = rejected(chat(messages=[USER, {"role": "tool", "content": "42"}]))
+
+    assert (error.status, error.param) == (400, "messages[1].tool_call_id")
+
+
+def test_assistant_with_tool_calls_and_null_content_is_accepted() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    messages = [
+        USER,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+
+    assert parse(chat(messages=messages)).messages == tuple(messages)
+
+
+def test_assistant_with_null_content_and_no_tool_calls_is_rejected() -> None:
+    error = rejected(chat(messages=[USER, {"role": "assistant", "content": None}]))
+
+    assert error.param == "messages[1].content"
+
+
+# -- parameters ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "api_base", "base_url", "api_key", "extra_headers", "custom_llm_provider", "mock_response",
+        "litellm_anything", "aws_region_name", "extra_body", "num_retries",
+    ],
+)  # fmt: skip
+def test_forbidden_parameter(param: str) -> None:
+    error = rejected(chat(**{param: "http://evil.test"}))
+
+    assert (error.status, error.code, error.param) == (400, "forbidden_parameter", param)
+    assert f"'{param}' cannot be set" in error.message
+
+
+def test_forbidden_parameter_is_refused_before_anything_else() -> None:
+    error = rejected({"api_key": "sk-x"})
+
+    assert error.code == "forbidden_parameter"
+
+
+def test_unknown_parameter() -> None:
+    error = rejected(chat(temprature=0.2))
+
+    assert (error.status, error.code, error.param) == (400, "unknown_parameter", "temprature")
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("temperature", 2.5), ("temperature", -0.1), ("temperature", "hot"), ("temperature", True),
+        ("top_p", 1.5), ("presence_penalty", -3), ("max_tokens", 0), ("max_tokens", 1.5), ("n", True),
+        ("stop", 5), ("stop", ["ok", 1]), ("tools", {"type": "function"}), ("response_format", "json"),
+    ],
+)  # fmt: skip
+def test_parameter_out_of_range_or_of_the_wrong_type(param: str, value: Any) -> None:
+    error = rejected(chat(**{param: value}))
+
+    assert (error.status, error.param) == (400, param)
+
+
+@pytest.mark.parametrize(("param", "value"), [("temperature", 0), ("temperature", 2), ("seed", -1), ("n", 1)])
+def test_parameter_bounds_are_inclusive(param: str, value: Any) -> None:
+    assert parse(chat(**{param: value})).params[param] == value
+
+
+def test_stream_must_be_a_bool() -> None:
+    error = rejected(chat(stream="yes"))
+
+    assert (error.status, error.param) == (400, "stream")
+
+
+def test_stream_options_need_stream() -> None:
+    error = rejected(chat(stream_options={"include_usage": True}))
+
+    assert (error.status, error.param) == (400, "stream_options")
+
+
+def test_stream_options_must_hold_a_bool() -> None:
+    assert rejected(chat(stream=True, stream_options={"include_usage": "yes"})).param == "stream_options"
+
+
+def test_stream_with_stream_options() -> None:
+    request = parse(chat(stream=True, stream_options={"include_usage": True}))
+
+    assert request.stream is True
+    assert request.params["stream_options"] == {"include_usage": True}
+
+
+def test_passthrough_parameters_are_kept_untouched() -> None:
+    passthrough = {
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}},
+        "temperature": 0.3,
+        "max_tokens": 128,
+        "n": 2,
+        "stop": ["\n\n", "END"],
+        "seed": 7,
+        "user": "user-42",
+    }
+    body = chat(**copy.deepcopy(passthrough))
+
+    request = parse(body)
+
+    assert dict(request.params) == passthrough
+    assert request.uses_tools
+
+
+def test_metadata_and_store_are_accepted_but_not_forwarded() -> None:
+    request = parse(chat(metadata={"team": "a"}, store=True, temperature=0.1))
+
+    assert dict(request.params) == {"temperature": 0.1}
+
+
+# -- the `autoroute` extension ---------------------------------------------------------------------------------------
+
+
+def test_autoroute_extension_is_parsed() -> None:
+    extension = {"preference": "quality", "max_cost_per_1k": 1, "min_quality": 0.7}
+
+    request = parse(chat(model="auto:cost", autoroute=extension))
+
+    assert request.preference == "quality"
+    assert request.max_cost_per_1k == 1.0 and isinstance(request.max_cost_per_1k, float)
+    assert request.min_quality == 0.7
+    assert "autoroute" not in request.params
+
+
+@pytest.mark.parametrize(
+    ("extension", "param"),
+    [
+        ({"preference": "fastest"}, "autoroute.preference"),
+        ({"max_cost_per_1k": -1}, "autoroute.max_cost_per_1k"),
+        ({"max_cost_per_1k": "cheap"}, "autoroute.max_cost_per_1k"),
+        ({"max_cost_per_1k": True}, "autoroute.max_cost_per_1k"),
+        ({"min_quality": 1.5}, "autoroute.min_quality"),
+        ({"router": "mine"}, "autoroute.router"),
+        ("quality", "autoroute"),
+    ],
+)
+def test_autoroute_extension_is_validated(extension: Any, param: str) -> None:
+    error = rejected(chat(autoroute=extension))
+
+    assert (error.status, error.param) == (400, param)
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity"])
+def test_autoroute_extension_refuses_non_finite_numbers(number: bytes) -> None:
+    body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "autoroute": {"max_cost_per_1k": %s}}'
+
+    assert rejected(body % number).param == "autoroute.max_cost_per_1k"
