@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router_plugins.classify import StaticEmbedder
+from router_plugins.classify.static_embedding import TABLE_FILE
 from router_plugins.registry import Registry, load_registry
 
 from .errors import ApiError, internal_error
@@ -48,6 +49,8 @@ class Services:
     recorder: Recorder
     store: Store
     data_dir: Path
+    embeddings: str = "ok"
+    """`building` while the static embedding table is being distilled in the background."""
 
 
 def data_dir_for(registry: Registry, settings: AppSettings) -> Path:
@@ -63,12 +66,14 @@ def create_app(settings: AppSettings) -> FastAPI:
         registry = forwarder.resolve_prices(registry)
         data_dir = data_dir_for(registry, settings)
         data_dir.mkdir(parents=True, exist_ok=True)
-        embedder = None
-        if registry.router.classifier.static_embedding.enabled:
-            embedder = await asyncio.to_thread(StaticEmbedder.load_or_build, data_dir)
+        embedder: list[StaticEmbedder | None] = [None]
+        table = data_dir / "artifacts" / TABLE_FILE
+        wants_table = registry.router.classifier.static_embedding.enabled
+        if wants_table and table.exists():
+            embedder[0] = await asyncio.to_thread(StaticEmbedder.load, table)
 
         def rebuild(new: Registry):  # noqa: ANN202 - a closure over this app's shared parts
-            return build_runtime(forwarder.resolve_prices(new), embedder, forwarder.has_credentials)
+            return build_runtime(forwarder.resolve_prices(new), embedder[0], forwarder.has_credentials)
 
         holder = RuntimeHolder(settings.config_path, rebuild(registry), rebuild)
         store = open_store(str(data_dir / DB_FILE))
@@ -84,13 +89,29 @@ def create_app(settings: AppSettings) -> FastAPI:
             holder, Pipeline(lambda: holder.current, forwarder, recorder), recorder, store, data_dir
         )
         watcher = asyncio.create_task(holder.watch()) if settings.watch_config else None
+        builder = None
+        if wants_table and embedder[0] is None:
+            # Serve at once with the keyword layer; the embedding layer joins when its table is distilled.
+            async def build_table() -> None:
+                try:
+                    embedder[0] = await asyncio.to_thread(StaticEmbedder.load_or_build, data_dir)
+                except Exception as exc:  # noqa: BLE001 - the gateway keeps serving on its keyword layer
+                    log.exception("the static embedding table could not be built")
+                    app.state.services.embeddings = f"failed: {type(exc).__name__}"
+                    return
+                holder.rebuild_current()
+                app.state.services.embeddings = "ok"
+
+            app.state.services.embeddings = "building"
+            builder = asyncio.create_task(build_table())
         log.info("autoroute ready: %d models (%d usable), data in %s", len(registry.models),
                  len(holder.current.available), data_dir)  # fmt: skip
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, builder):
+                if task is not None:
+                    task.cancel()
             await recorder.stop()
             store.close()
             stats = recorder.stats

@@ -164,7 +164,7 @@ async def liveness() -> Response:
 @router.get("/health/readiness")
 async def readiness(request: Request) -> Response:
     services = _services(request)
-    checks: dict[str, Any] = {"config": "ok", "store": "ok"}
+    checks: dict[str, Any] = {"config": "ok", "store": "ok", "embeddings": services.embeddings}
     status = 200
     if services.holder.last_error:
         checks["config"] = f"serving the last good config; the file has an error: {services.holder.last_error}"

@@ -112,6 +112,10 @@ class RuntimeHolder:
         log.info("config %s reloaded (registry %s)", self.config_path, registry.version)
         return True
 
+    def rebuild_current(self) -> None:
+        """Rebuild from the current registry, e.g. when a shared part (the embedding table) became available."""
+        self._runtime = self._rebuild(self._runtime.registry)
+
     async def watch(self, interval_s: float = RELOAD_INTERVAL_S) -> None:
         while True:
             await asyncio.sleep(interval_s)

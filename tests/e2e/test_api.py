@@ -60,7 +60,7 @@ def test_health(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.url}/health/liveness").json() == {"status": "alive"}
     ready = httpx.get(f"{gateway.url}/health/readiness")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"config": "ok", "store": "ok"}
+    assert ready.json()["checks"] == {"config": "ok", "store": "ok", "embeddings": "ok"}
 
 
 BAD_BODIES = [

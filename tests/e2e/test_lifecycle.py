@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from proxy.app import AppSettings, create_app
+from router_plugins.classify import StaticEmbedder
+from router_plugins.classify.static_embedding import TABLE_FILE
 
 from .conftest import Gateway, Upstream, registry_text
 
@@ -103,3 +107,46 @@ def test_a_failing_store_never_fails_a_chat(tmp_path: Path, upstream: Upstream, 
     models, write_errors, lost = asyncio.run(run())
     assert models == ["coder"] * 5
     assert write_errors >= 1 and lost == 10, "the failure is counted, not hidden"
+
+
+def test_first_start_serves_while_the_embedding_table_is_distilled(
+    tmp_path: Path, upstream: Upstream, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(registry_text(upstream))
+    release = threading.Event()
+    real_load = StaticEmbedder.load
+
+    def slow_build(data_dir: Path) -> StaticEmbedder:
+        assert release.wait(30), "the test never released the build"
+        return real_load(artifacts_dir / TABLE_FILE)
+
+    monkeypatch.setattr(StaticEmbedder, "load_or_build", staticmethod(slow_build))
+    app = create_app(AppSettings(config, tmp_path / "data", watch_config=False))
+    vague = [{"role": "user", "content": "Mount Everest height compared to K2?"}]
+
+    async def layers(client: openai.AsyncOpenAI, http: httpx.AsyncClient) -> tuple[str, list[str]]:
+        raw = await client.chat.completions.with_raw_response.create(model="auto", messages=vague)
+        await app.state.services.recorder.flush()
+        decision = app.state.services.store.decision(raw.headers["x-autoroute-request-id"])
+        return (await http.get("/health/readiness")).json()["checks"]["embeddings"], [
+            a["layer"] for a in decision["layer_attempts"]
+        ]
+
+    async def run() -> tuple[tuple[str, list[str]], tuple[str, list[str]]]:
+        async with app.router.lifespan_context(app):
+            http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+            client = openai.AsyncOpenAI(base_url="http://gateway/v1", api_key="unused", http_client=http)
+            while_building = await layers(client, http)
+            release.set()
+            for _ in range(300):
+                if app.state.services.embeddings == "ok":
+                    break
+                await asyncio.sleep(0.05)
+            after = await layers(client, http)
+            await http.aclose()
+            return while_building, after
+
+    while_building, after = asyncio.run(run())
+    assert while_building == ("building", ["keywords", "fallback"])
+    assert after[0] == "ok" and after[1][:2] == ["keywords", "static_embedding"]
