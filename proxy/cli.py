@@ -10,6 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .evaluation import commands as evaluation_commands
+from .replay import commands as replay_commands
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
 FAKE_UPSTREAM_PORT = 4010
@@ -110,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default=DEFAULT_HOST)
     fake.add_argument("--port", type=int, default=FAKE_UPSTREAM_PORT)
     fake.set_defaults(func=_fake_upstream)
+
+    evaluate = commands.add_parser("eval", help="evaluate routers and the task classifier")
+    eval_commands = evaluate.add_subparsers(dest="eval_command", required=True)
+    evaluation_commands.register(eval_commands)
+    replay_commands.register(commands, eval_commands)
 
     build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")
     build.add_argument("--data-dir", default="autoroute-data")

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
-from .base import DuplicateRouterError, Router, RouterFactory, RouterTable
+from .base import (
+    DuplicateRouterError,
+    Prediction,
+    PromptBatch,
+    Router,
+    RouterContext,
+    RouterFactory,
+    RouterTable,
+    TrainableRouter,
+)
+from .predictive import BASELINES, PredictiveRouter
 from .static_rules import StaticRulesRouter
 
-__all__ = ["DuplicateRouterError", "Router", "RouterFactory", "RouterTable", "StaticRulesRouter", "default_table"]
+__all__ = [
+    "DuplicateRouterError",
+    "Prediction",
+    "PredictiveRouter",
+    "PromptBatch",
+    "Router",
+    "RouterContext",
+    "RouterFactory",
+    "RouterTable",
+    "StaticRulesRouter",
+    "TrainableRouter",
+    "default_table",
+]
 
 
 def default_table(with_plugins: bool = True) -> RouterTable:
     """A table holding the built-in routers and, unless told otherwise, the installed plugins."""
     table = RouterTable()
     table.register(StaticRulesRouter.name, StaticRulesRouter)
+    for router in BASELINES:
+        table.register(router.name, router)
     if with_plugins:
         table.load_entry_points()
     return table

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
+import numpy as np
+
+from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
 from ..types import ChatRequest, Classification, RouteDecision
 
@@ -26,7 +30,46 @@ class Router(Protocol):
     ) -> RouteDecision | None: ...
 
 
-RouterFactory = Callable[[Registry], Router]
+@dataclass(frozen=True)
+class PromptBatch:
+    """What a trainable router reads about prompts: text, task label, and (when computed) embeddings."""
+
+    texts: Sequence[str]
+    tasks: Sequence[str | None]
+    embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per prompt and model: expected quality in [0, 1] and expected cost in USD (NaN: unknown)."""
+
+    models: tuple[str, ...]
+    quality: np.ndarray
+    cost: np.ndarray
+
+
+@runtime_checkable
+class TrainableRouter(Router, Protocol):
+    """A router that learns from routing outcomes and predicts quality and cost for every model."""
+
+    def fit(self, data: OutcomeSet) -> None: ...
+
+    def predict(self, prompts: PromptBatch) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class RouterContext:
+    """Shared services a router may use; none of them are required."""
+
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None
+    """Unit-length sentence embeddings for texts (the transformer embedder, usually cached or batched)."""
+    seed: int = 0
+
+
+RouterFactory = Callable[[Registry, RouterContext], Router]
 
 
 class DuplicateRouterError(ValueError):
@@ -50,12 +93,12 @@ class RouterTable:
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._factories))
 
-    def create(self, name: str, registry: Registry) -> Router:
+    def create(self, name: str, registry: Registry, context: RouterContext | None = None) -> Router:
         try:
             factory = self._factories[name]
         except KeyError:
             raise KeyError(f"no router named {name!r}; known: {', '.join(self.names())}") from None
-        return factory(registry)
+        return factory(registry, context or RouterContext())
 
     def load_entry_points(self) -> None:
         """Register routers that installed packages declare (entry point group `autoroute.routers`).

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry, RuleCandidate
 from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from .base import Prediction, PromptBatch, RouterContext
 
 CHARS_PER_TOKEN = 4
+DEFAULT_TASK = "default"
 DEFAULT_COMPLETION_TOKENS = 512
 """Room left for the answer when the request sets no max_tokens, for the context-window check."""
 
@@ -30,9 +35,43 @@ class StaticRulesRouter:
 
     name = "static-rules"
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, context: RouterContext | None = None) -> None:
         self._registry = registry
         self.version = registry.version
+        self._learned: dict[tuple[str, str], tuple[float, float]] = {}
+        """(task, model) -> (mean quality, mean cost) learned by `fit`; replaces the registry's priors."""
+
+    def fit(self, data: OutcomeSet) -> None:
+        """Learn each task's mean quality and cost per model from outcomes (the best model per task wins)."""
+        learned: dict[tuple[str, str], tuple[float, float]] = {}
+        groups: dict[str, np.ndarray] = {DEFAULT_TASK: np.arange(len(data))}
+        for label in data.task_labels():
+            groups[label] = np.array([i for i, t in enumerate(data.tasks) if t == label])
+        for task, rows in groups.items():
+            for j, model in enumerate(data.models):
+                quality = _nanmean(data.quality[rows, j])
+                if quality is not None:
+                    learned[(task, model)] = (quality, _nanmean(data.cost[rows, j]) or 0.0)
+        self._learned = learned
+        self.version = f"{self._registry.version}-fit{len(data)}"
+
+    def predict(self, prompts: PromptBatch) -> Prediction:
+        models = tuple(m.name for m in self._registry.models)
+        quality = np.zeros((len(prompts), len(models)))
+        cost = np.full((len(prompts), len(models)), np.nan)
+        for i, task in enumerate(prompts.tasks):
+            for j, name in enumerate(models):
+                learned = self._learned.get((task or DEFAULT_TASK, name)) or self._learned.get((DEFAULT_TASK, name))
+                if learned is not None:
+                    quality[i, j], cost[i, j] = learned
+                else:
+                    model = self._registry.models[j]
+                    quality[i, j], cost[i, j] = model.prior_quality(task or DEFAULT_TASK), np.nan
+        return Prediction(models, quality, cost)
+
+    def _quality(self, model: ModelEntry, task: str) -> float:
+        learned = self._learned.get((task, model.name)) or self._learned.get((DEFAULT_TASK, model.name))
+        return learned[0] if learned is not None else model.prior_quality(task)
 
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
@@ -82,19 +121,17 @@ class StaticRulesRouter:
             return False
         return needed_tokens <= model.context_window
 
-    @staticmethod
-    def _meets_rule(option: _Option, task: str) -> bool:
+    def _meets_rule(self, option: _Option, task: str) -> bool:
         rule = option.rule
         if rule is None:
             return True
-        if rule.min_quality_score is not None and option.model.prior_quality(task) < rule.min_quality_score:
+        if rule.min_quality_score is not None and self._quality(option.model, task) < rule.min_quality_score:
             return False
         cost = option.model.cost_per_1k()
         return rule.max_cost_per_1k is None or (cost is not None and cost <= rule.max_cost_per_1k)
 
-    @staticmethod
-    def _meets_request(model: ModelEntry, request: ChatRequest, task: str) -> bool:
-        if request.min_quality is not None and model.prior_quality(task) < request.min_quality:
+    def _meets_request(self, model: ModelEntry, request: ChatRequest, task: str) -> bool:
+        if request.min_quality is not None and self._quality(model, task) < request.min_quality:
             return False
         if request.max_cost_per_1k is not None:
             cost = model.cost_per_1k()
@@ -111,7 +148,7 @@ class StaticRulesRouter:
         scored: list[tuple[float, int, ScoredCandidate]] = []
         for index, option in enumerate(options):
             model = option.model
-            quality = model.prior_quality(task)
+            quality = self._quality(model, task)
             cost = model.cost_per_1k()
             # An unknown price is treated as the dearest: the cost-aware preferences must not favour it.
             relative_cost = (cost if cost is not None else dearest) / dearest
@@ -132,3 +169,8 @@ class StaticRulesRouter:
             scored.append((-utility, priority * 1000 + index, candidate))
         scored.sort(key=lambda item: (round(item[0], 9), item[1]))
         return [candidate for _, _, candidate in scored]
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None

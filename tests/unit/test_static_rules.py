@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from router_plugins.registry import ModelEntry, Registry, parse_registry
-from router_plugins.routers import DuplicateRouterError, RouterTable, StaticRulesRouter, default_table
+from router_plugins.routers import DuplicateRouterError, RouterContext, RouterTable, StaticRulesRouter, default_table
 from router_plugins.types import ChatRequest, Classification, Preference, RouteDecision
 
 # Blended USD per 1k tokens: premium 0.02, cheap 0.0002, fast 0.002, coder 0.001.
@@ -314,8 +314,9 @@ class ThrowAwayRouter:
     name = "throw-away"
     version = "0"
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, context: RouterContext) -> None:
         self.registry = registry
+        self.context = context
 
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]

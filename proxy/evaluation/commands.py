@@ -1,0 +1,115 @@
+"""CLI commands `autoroute eval offline` and `autoroute eval tasks`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CACHE = Path("autoroute-data") / "cache"
+
+
+def register(eval_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `offline` and `tasks` to `autoroute eval`."""
+    offline = eval_commands.add_parser("offline", help="fit a router on routing outcomes and score it on others")
+    offline.add_argument("--train", required=True, help="routing-outcome JSONL to fit on")
+    split = offline.add_mutually_exclusive_group(required=True)
+    split.add_argument("--test", help="routing-outcome JSONL to score on")
+    split.add_argument("--folds", type=int, help="k-fold cross-validation on --train instead of a test file")
+    offline.add_argument("--router", required=True, help="router name (random, cheapest, best-single, static-rules, knn, ...)")
+    offline.add_argument("--models", help="models.json (default: beside --train)")
+    offline.add_argument("--json", help="write the full report here")
+    offline.add_argument("--plot", help="write the quality-cost plot here (PNG)")
+    offline.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache (default: %(default)s)")
+    offline.add_argument("--seed", type=int, default=0)
+    offline.set_defaults(func=_offline)
+
+    tasks = eval_commands.add_parser("tasks", help="score the task classifier on labelled prompts")
+    tasks.add_argument("--test", required=True, help="JSONL of {text, task, accept}")
+    tasks.add_argument("--config", default="config.yaml", help="registry whose task types and cascade to use")
+    tasks.add_argument("--data-dir", default="autoroute-data", help="where the static embedding table lives")
+    tasks.add_argument("--json", help="write the full report here")
+    tasks.set_defaults(func=_tasks)
+
+
+def _offline(args: argparse.Namespace) -> int:
+    from router_plugins.embeddings import EmbeddingCache
+    from router_plugins.outcomes import load_outcomes
+    from router_plugins.routers import RouterContext, default_table
+
+    from .offline import embed_sets, evaluate_cv, evaluate_split, registry_for
+
+    started = time.perf_counter()
+    train = load_outcomes(args.train, args.models)
+    test = load_outcomes(args.test, args.models) if args.test else None
+    table = default_table()
+    if args.router not in table.names():
+        print(f"autoroute: no router named {args.router!r}; known: {', '.join(table.names())}", file=sys.stderr)
+        return 2
+    cache = EmbeddingCache(Path(args.cache_dir))
+    context = RouterContext(embed=cache.embed, seed=args.seed)
+    if getattr(table.create(args.router, registry_for(train), context), "needs_embeddings", False):
+        embed_sets([train] + ([test] if test else []), cache.embed)
+    if test is not None:
+        report = evaluate_split(args.router, train, test, context=context)
+    else:
+        report = evaluate_cv(args.router, train, args.folds, context=context, seed=args.seed)
+    report["train"] = str(args.train)
+    report["test"] = str(args.test) if args.test else f"{args.folds}-fold cross-validation of train"
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    print(format_offline(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        from .plot import plot_offline
+
+        plot_offline(report, Path(args.plot))
+    return 0
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 0.01 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_offline(report: dict[str, Any]) -> str:
+    best, oracle = report["best_single"], report["oracle"]
+    lines = [
+        f"router {report['router']} on {report['n_test']} test prompts ({report.get('test', '')})",
+        f"  best single   {best['model']}: quality {_fmt(best['quality'])}, cost {_fmt(best['cost'])}",
+        f"  oracle        quality {_fmt(oracle['quality'])}, cost {_fmt(oracle['cost'])}",
+        f"  max quality   {_fmt(report['max_quality'])}",
+        f"  AIQ           {_fmt(report['aiq'])}",
+        f"  quality at best single's cost   {_fmt(report['quality_at_best_cost'])}",
+        f"  cost to match best single       {_fmt(report['cost_to_match_best'])} (share of its cost)",
+        f"  oracle gap captured             {_fmt(report['oracle_gap_captured'])}",
+    ]
+    if "apgr" in report:
+        lines.append(
+            f"  APGR {_fmt(report['apgr'])}  CPT(50%) {_fmt(report['cpt50'])}  CPT(80%) {_fmt(report['cpt80'])}"
+            f"  (share of calls to {report['strong_model']})"
+        )
+    for task, sub in report.get("per_task", {}).items():
+        lines.append(
+            f"  task {task:<14} n={sub['n_test']:<5} best single {_fmt(sub['best_single']['quality'])}"
+            f"  max {_fmt(sub['max_quality'])}  AIQ {_fmt(sub['aiq'])}"
+        )
+    return "\n".join(lines)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from .tasks import evaluate_tasks, format_tasks
+
+    report = evaluate_tasks(Path(args.test), Path(args.config), Path(args.data_dir))
+    print(format_tasks(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,188 @@
+"""Offline evaluation: fit a router on one split of routing outcomes, score its choices on another."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from router_plugins.outcomes import OutcomeSet, kfold_indices
+from router_plugins.registry import LiteLLMParams, ModelEntry, Registry
+from router_plugins.routers import PromptBatch, RouterContext, RouterTable, TrainableRouter, default_table
+
+from . import metrics
+from .metrics import Point
+
+LAMBDAS = (0.0, *np.logspace(-3, 3, 49).tolist())
+"""Cost weights swept for the quality–cost curve, relative to the mean predicted cost: 0 ignores cost."""
+CPT_TARGETS = (0.5, 0.8)
+
+
+def registry_for(data: OutcomeSet) -> Registry:
+    """A registry of the data set's models (names and prices), so routers are built exactly as the gateway builds them."""
+    models = tuple(
+        ModelEntry(
+            name=model,
+            litellm_params=LiteLLMParams(model=f"openai/{model}"),
+            input_cost_per_mtok=data.prices[model].input_cost_per_mtok if model in data.prices else None,
+            output_cost_per_mtok=data.prices[model].output_cost_per_mtok if model in data.prices else None,
+        )
+        for model in data.models
+    )
+    return Registry(models=models)
+
+
+def fit_router(
+    name: str, train: OutcomeSet, *, context: RouterContext | None = None, table: RouterTable | None = None
+) -> TrainableRouter:
+    router = (table or default_table()).create(name, registry_for(train), context)
+    if not isinstance(router, TrainableRouter):
+        raise ValueError(f"router {name!r} cannot be fitted on outcomes (it has no fit/predict)")
+    router.fit(train)
+    return router
+
+
+def predict(router: TrainableRouter, data: OutcomeSet) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted quality and cost, columns in the data set's model order."""
+    prediction = router.predict(PromptBatch(data.texts, data.tasks, data.embeddings))
+    columns = [prediction.models.index(m) for m in data.models]
+    return prediction.quality[:, columns], prediction.cost[:, columns]
+
+
+def cross_validated_predictions(
+    name: str, data: OutcomeSet, folds: int, *, context: RouterContext | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold predictions for every prompt, and the model each fold's train split ranks best."""
+    quality = np.zeros_like(data.quality)
+    cost = np.zeros_like(data.cost)
+    train_quality = np.zeros_like(data.quality)
+    for test_idx in kfold_indices(len(data), folds, seed):
+        train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
+        train = data.subset(train_idx)
+        router = fit_router(name, train, context=context)
+        quality[test_idx], cost[test_idx] = predict(router, data.subset(test_idx))
+        train_quality[test_idx] = np.nanmean(train.quality, axis=0)
+    return quality, cost, train_quality
+
+
+def choose(pred_quality: np.ndarray, pred_cost: np.ndarray, weight: float) -> np.ndarray:
+    """Per prompt, the model with the best predicted quality − weight × cost / (mean predicted cost)."""
+    cost = np.nan_to_num(pred_cost, nan=np.nanmax(pred_cost) if np.isfinite(pred_cost).any() else 0.0)
+    scale = float(np.mean(cost)) or 1.0
+    return np.argmax(pred_quality - weight * cost / scale, axis=1)
+
+
+def curve(data: OutcomeSet, pred_quality: np.ndarray, pred_cost: np.ndarray) -> list[Point]:
+    rows = np.arange(len(data))
+    has_cost = data.has_cost and np.isfinite(pred_cost).any()
+    points = []
+    for weight in LAMBDAS if has_cost else (0.0,):
+        chosen = choose(pred_quality, pred_cost, weight)
+        quality = float(np.nanmean(data.quality[rows, chosen]))
+        cost = float(np.nanmean(data.cost[rows, chosen])) if data.has_cost else float("nan")
+        points.append(Point(cost, quality, round(weight, 6)))
+    return points
+
+
+def score(
+    router: str,
+    data: OutcomeSet,
+    pred_quality: np.ndarray,
+    pred_cost: np.ndarray,
+    train_quality: np.ndarray,
+    *,
+    per_task: bool = True,
+) -> dict[str, Any]:
+    """Every number of the report for one test set; `train_quality` [n, M] names the best single model."""
+    has_cost = data.has_cost
+    test_quality = np.nanmean(data.quality, axis=0)
+    test_cost = np.nanmean(data.cost, axis=0) if has_cost else np.full(len(data.models), np.nan)
+    best = int(np.argmax(np.nanmean(train_quality, axis=0)))
+    best_quality, best_cost = float(test_quality[best]), float(test_cost[best])
+    oracle_quality, oracle_cost = metrics.oracle(data.quality, data.cost)
+    points = curve(data, pred_quality, pred_cost)
+    max_quality = max(p.quality for p in points)
+    report: dict[str, Any] = {
+        "router": router,
+        "n_test": len(data),
+        "models": {
+            m: {"quality": _num(test_quality[j]), "cost": _num(test_cost[j])} for j, m in enumerate(data.models)
+        },
+        "best_single": {"model": data.models[best], "quality": best_quality, "cost": _num(best_cost)},
+        "oracle": {"quality": oracle_quality, "cost": oracle_cost},
+        "curve": [{"cost": _num(p.cost), "quality": p.quality, "setting": p.setting} for p in points],
+        "max_quality": max_quality,
+        "aiq": None,
+        "quality_at_best_cost": None,
+        "cost_to_match_best": None,
+        "oracle_gap_captured": None,
+    }
+    if has_cost:
+        known = np.isfinite(test_cost)
+        cheapest = int(np.argmin(np.where(known, test_cost, np.inf)))
+        cost_min, cost_max = float(test_cost[known].min()), float(test_cost[known].max())
+        # Any router can send everything to the cheapest model: that point anchors every hull on the left.
+        anchor = Point(cost_min, float(test_quality[cheapest]), "cheapest model")
+        at_best = metrics.quality_at_cost(points, best_cost)
+        report.update(
+            aiq=metrics.aiq([*points, anchor], cost_min, cost_max),
+            quality_at_best_cost=at_best,
+            cost_to_match_best=metrics.cost_to_match(points, best_quality, best_cost),
+            oracle_gap_captured=metrics.oracle_gap_captured(at_best, best_quality, oracle_quality),
+        )
+    else:
+        report["oracle_gap_captured"] = metrics.oracle_gap_captured(max_quality, best_quality, oracle_quality)
+    if len(data.models) == 2:
+        report.update(_two_model_scores(data, pred_quality, best))
+    if per_task:
+        report["per_task"] = {
+            label: score(router, data.subset(rows), pred_quality[rows], pred_cost[rows], train_quality[rows], per_task=False)
+            for label in data.task_labels()
+            if len(rows := np.array([i for i, t in enumerate(data.tasks) if t == label])) > 0
+        }
+    return report
+
+
+def _two_model_scores(data: OutcomeSet, pred_quality: np.ndarray, strong: int) -> dict[str, Any]:
+    weak = 1 - strong
+    x, pgr = metrics.pgr_curve(
+        pred_quality[:, strong] - pred_quality[:, weak],
+        np.nan_to_num(data.quality[:, strong]),
+        np.nan_to_num(data.quality[:, weak]),
+    )
+    out: dict[str, Any] = {"apgr": metrics.apgr(x, pgr), "strong_model": data.models[strong]}
+    for target in CPT_TARGETS:
+        out[f"cpt{int(target * 100)}"] = metrics.cpt(x, pgr, target)
+    return out
+
+
+def evaluate_split(
+    name: str, train: OutcomeSet, test: OutcomeSet, *, context: RouterContext | None = None
+) -> dict[str, Any]:
+    router = fit_router(name, train, context=context)
+    quality, cost = predict(router, test)
+    train_quality = np.tile(np.nanmean(train.quality, axis=0), (len(test), 1))
+    return score(name, test, quality, cost, train_quality)
+
+
+def evaluate_cv(
+    name: str, data: OutcomeSet, folds: int, *, context: RouterContext | None = None, seed: int = 0
+) -> dict[str, Any]:
+    quality, cost, train_quality = cross_validated_predictions(name, data, folds, context=context, seed=seed)
+    report = score(name, data, quality, cost, train_quality)
+    report["folds"] = folds
+    return report
+
+
+def embed_sets(sets: Sequence[OutcomeSet], embed: Callable[[Sequence[str]], np.ndarray]) -> None:
+    """Fill in each set's embeddings (one call per set, so a cache keyed by the set's texts is hit next time)."""
+    for data in sets:
+        if data.embeddings is None:
+            data.embeddings = embed(data.texts)
+
+
+def _num(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+

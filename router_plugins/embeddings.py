@@ -1,0 +1,91 @@
+"""Sentence embeddings from the bundled all-MiniLM-L6-v2, on CUDA when present, with an on-disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "all-MiniLM-L6-v2"
+MAX_SEQ_LENGTH = 256
+BATCH_SIZE = 64
+
+
+def choose_device(prefer: str | None = None) -> str:
+    """`cuda` when a GPU is usable (or asked for), else `cpu`; AUTOROUTE_DEVICE overrides."""
+    wanted = prefer or os.environ.get("AUTOROUTE_DEVICE")
+    if wanted:
+        return wanted
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformerEmbedder:
+    """Loads MiniLM once; `embed` returns unit-length rows. Imports torch and sentence-transformers lazily."""
+
+    dimension = 384
+
+    def __init__(self, device: str | None = None, model_path: Path | None = None) -> None:
+        from .classify.static_embedding import model_path as bundled_model_path
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise RuntimeError("sentence-transformers is missing: pip install 'sentence-transformers==6.2.0'") from exc
+        self.device = choose_device(device)
+        self._model = SentenceTransformer(str(model_path or bundled_model_path()), device=self.device)
+        self._model.max_seq_length = MAX_SEQ_LENGTH
+
+    def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class EmbeddingCache:
+    """Embeddings of whole text lists, keyed by a hash of the texts, so re-runs over a data set are free."""
+
+    def __init__(self, directory: Path, embedder_factory: type[TransformerEmbedder] = TransformerEmbedder) -> None:
+        self.directory = directory
+        self._factory = embedder_factory
+        self._embedder: TransformerEmbedder | None = None
+
+    def _key(self, texts: Sequence[str]) -> str:
+        digest = hashlib.sha256(MODEL_ID.encode())
+        for text in texts:
+            digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+        return digest.hexdigest()[:24]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        path = self.directory / f"embeddings-{MODEL_ID}-{self._key(texts)}.npy"
+        if path.exists():
+            vectors = np.load(path)
+            if vectors.shape[0] == len(texts):
+                return vectors
+        if self._embedder is None:
+            self._embedder = self._factory()
+        log.info("embedding %d texts with %s on %s", len(texts), MODEL_ID, self._embedder.device)
+        vectors = self._embedder.embed(texts)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, vectors)
+        os.replace(tmp, path)
+        return vectors

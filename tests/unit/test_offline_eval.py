@@ -1,0 +1,118 @@
+"""The offline harness end to end on a hand-made set: exact report values, the CLI, the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proxy.cli import main
+from proxy.evaluation.offline import evaluate_cv, evaluate_split
+from router_plugins.outcomes import OutcomeSet, kfold_indices, load_outcomes
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "outcomes"
+
+
+@pytest.fixture(scope="module")
+def train() -> OutcomeSet:
+    return load_outcomes(FIXTURES / "train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def test_set() -> OutcomeSet:
+    return load_outcomes(FIXTURES / "test.jsonl")
+
+
+def test_loading(train: OutcomeSet) -> None:
+    assert train.models == ["big", "mid", "small"] and len(train) == 6
+    assert train.tasks[:3] == ["coding", "coding", "math"]
+    assert train.quality[4].tolist() == [0.8, 0.6, 0.5]
+    assert train.cost[0].tolist() == [0.03, 0.003, 0.0002]
+    assert train.texts[0] == "Write a Python function that reverses a string."
+
+
+def test_static_rules_report_matches_the_hand_computation(train: OutcomeSet, test_set: OutcomeSet) -> None:
+    report = evaluate_split("static-rules", train, test_set)
+    # Train means: big .8, mid .7, small .467 → best single is big; on test big scores .75 at .03.
+    assert report["best_single"] == {"model": "big", "quality": 0.75, "cost": 0.03}
+    # Oracle: s1 mid (tie, cheaper), s2 small (tie), s3 big, s4 mid → quality 1, cost (.003+.0002+.03+.003)/4.
+    assert report["oracle"]["quality"] == 1.0 and report["oracle"]["cost"] == pytest.approx(0.00905)
+    # Per task (train): coding big, math mid~small (small once cost counts), writing big until λ > .123.
+    assert report["max_quality"] == pytest.approx(0.75)
+    assert report["quality_at_best_cost"] == pytest.approx(0.75)
+    # Reaching .75 costs (.03 + .0002 + .03 + .0002)/4 = .0151, against big's .03.
+    assert report["cost_to_match_best"] == pytest.approx(0.0151 / 0.03)
+    assert report["oracle_gap_captured"] == pytest.approx(0.0)
+    # Hull (.0002,.375)→(.0009,.625)→(.0151,.75), flat to .03: (.00035 + .0097625 + .011175) / .0298.
+    assert report["aiq"] == pytest.approx(0.0212875 / 0.0298)
+    assert set(report["per_task"]) == {"coding", "math", "writing"}
+    assert report["per_task"]["math"]["n_test"] == 2
+    assert {p["setting"] for p in report["curve"]} >= {0.0, 1000.0}
+
+
+def test_baselines_rank_as_they_should(train: OutcomeSet, test_set: OutcomeSet) -> None:
+    best = evaluate_split("best-single", train, test_set)
+    cheapest = evaluate_split("cheapest", train, test_set)
+    assert best["max_quality"] == 0.75 and best["curve"][0]["cost"] == pytest.approx(0.03)
+    # The cheapest model on train is small: on test it scores (0 + 1 + .5 + 0)/4.
+    assert cheapest["max_quality"] == pytest.approx(0.375)
+    assert cheapest["curve"][-1]["cost"] == pytest.approx(0.0002)
+
+
+def test_knn_with_given_embeddings(train: OutcomeSet, test_set: OutcomeSet) -> None:
+    # One-hot embeddings by task: every test prompt's neighbours are the train prompts of its task.
+    labels = ["coding", "math", "writing"]
+    for data in (train, test_set):
+        data.embeddings = np.eye(3, dtype=np.float32)[[labels.index(t) for t in data.tasks]]
+    try:
+        report = evaluate_split("knn", train, test_set)
+    finally:
+        train.embeddings = test_set.embeddings = None
+    assert report["max_quality"] == pytest.approx(0.75)
+
+
+def test_two_model_sets_get_apgr_and_cpt(train: OutcomeSet, test_set: OutcomeSet) -> None:
+    two = [0, 2]
+    pair_train, pair_test = train.subset(range(6)), test_set.subset(range(4))
+    for data in (pair_train, pair_test):
+        data.models = [data.models[j] for j in two]
+        data.quality, data.cost = data.quality[:, two], data.cost[:, two]
+    report = evaluate_split("static-rules", pair_train, pair_test)
+    assert report["strong_model"] == "big"
+    assert 0.0 <= report["apgr"] <= 1.0 and report["cpt50"] is not None
+
+
+def test_cross_validation_pools_every_prompt_once(train: OutcomeSet) -> None:
+    folds = kfold_indices(len(train), 3, seed=1)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(6))
+    report = evaluate_cv("best-single", train, 3)
+    assert report["n_test"] == 6 and report["folds"] == 3
+
+
+def test_quality_only_sets_have_no_cost_numbers(train: OutcomeSet, test_set: OutcomeSet) -> None:
+    qtrain, qtest = train.subset(range(6)), test_set.subset(range(4))
+    qtrain.cost = np.full_like(qtrain.cost, np.nan)
+    qtest.cost = np.full_like(qtest.cost, np.nan)
+    report = evaluate_split("static-rules", qtrain, qtest)
+    assert report["aiq"] is None and report["cost_to_match_best"] is None and report["quality_at_best_cost"] is None
+    assert report["max_quality"] == pytest.approx(0.75) and len(report["curve"]) == 1
+
+
+def test_cli_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, png = tmp_path / "report.json", tmp_path / "curve.png"
+    code = main(["eval", "offline", "--train", str(FIXTURES / "train.jsonl"), "--test", str(FIXTURES / "test.jsonl"),
+                 "--router", "static-rules", "--json", str(out), "--plot", str(png)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    required = {"router", "n_test", "models", "best_single", "oracle", "curve", "aiq", "quality_at_best_cost",
+                "cost_to_match_best", "oracle_gap_captured", "max_quality", "per_task"}  # fmt: skip
+    assert required <= set(report)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "AIQ" in capsys.readouterr().out
+
+
+def test_cli_unknown_router(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["eval", "offline", "--train", str(FIXTURES / "train.jsonl"), "--folds", "2", "--router", "nope"])
+    assert code == 2 and "no router named 'nope'" in capsys.readouterr().err
