@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import re
-import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,7 +38,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-CHARS_PER_TOKEN = 4
+from . import openai_wire as wire
+from .openai_wire import CHARS_PER_TOKEN, Choice
+
 LOG_LIMIT = 50
 ECHO_CHARS = 200
 DEFAULT_SLOW_MS = 1000
@@ -56,8 +56,7 @@ _INJECTED_ERRORS = {
     500: "server_error", 429: "rate_limit_error", 400: "invalid_request_error", 401: "authentication_error",
 }
 _SLOW_RE = re.compile(r"slow-(\d+)")
-# Split just before each word, so joining the pieces gives back the exact text.
-_WORD_BOUNDARY_RE = re.compile(r"(?<=\s)(?=\S)")
+_FINGERPRINT = "fake"
 
 
 class InjectedStreamError(RuntimeError):
@@ -71,59 +70,6 @@ class _State:
     log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
 
 
-@dataclass(frozen=True)
-class _Choice:
-    content: str | None
-    tool_call: dict[str, Any] | None
-    finish_reason: str
-
-
-def _tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-def _message_text(message: Any) -> str:
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def _error(
-    status: int, message: str, type_: str, param: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass, but `"n": true` is a client bug worth a 400.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _validate(body: dict[str, Any]) -> JSONResponse | None:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return _error(400, "`model` must be a non-empty string.", "invalid_request_error", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return _error(400, "`messages` must be a non-empty list.", "invalid_request_error", "messages")
-    n = body.get("n")
-    if n is not None and not (_is_int(n) and 1 <= n <= 128):
-        return _error(400, "`n` must be an integer between 1 and 128.", "invalid_request_error", "n")
-    for key in ("max_tokens", "max_completion_tokens"):
-        value = body.get(key)
-        if value is not None and not (_is_int(value) and value >= 1):
-            return _error(400, f"`{key}` must be a positive integer.", "invalid_request_error", key)
-    return None
-
-
 def _slow_ms(model: str) -> int:
     if "slow" not in model:
         return 0
@@ -135,13 +81,14 @@ def _injected_failure(state: _State, model: str, stream: bool) -> JSONResponse |
     for status, type_ in _INJECTED_ERRORS.items():
         if f"error-{status}" in model:
             headers = {"retry-after": "1"} if status == 429 else None
-            return _error(status, f"Injected error-{status} for model {model!r}.", type_, headers=headers)
+            return wire.error_response(status, f"Injected error-{status} for model {model!r}.", type_, headers=headers)
     if "flaky" in model:
         state.calls[model] += 1
         if state.calls[model] % 2 == 1:
-            return _error(500, f"Injected flaky failure #{state.calls[model]} for {model!r}.", "server_error")
+            message = f"Injected flaky failure #{state.calls[model]} for {model!r}."
+            return wire.error_response(500, message, "server_error")
     if "err-in-stream" in model and not stream:
-        return _error(500, f"Injected failure for non-streaming {model!r}.", "server_error")
+        return wire.error_response(500, f"Injected failure for non-streaming {model!r}.", "server_error")
     return None
 
 
@@ -183,15 +130,15 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else "tool"
 
 
-def _build_choices(body: dict[str, Any]) -> list[_Choice]:
+def _build_choices(body: dict[str, Any]) -> list[Choice]:
     model: str = body["model"]
     n: int = body.get("n") or 1
     tool = _forced_tool(body)
     if tool is not None:
         call = {"id": "call_fake_1", "type": "function", "function": {"name": tool, "arguments": "{}"}}
-        return [_Choice(None, call, "tool_calls") for _ in range(n)]
+        return [Choice(None, call, "tool_calls") for _ in range(n)]
     messages = body["messages"]
-    user_texts = [_message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    user_texts = [wire.message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     reply = user_texts[-1][:ECHO_CHARS] if user_texts else ""
     fmt = body.get("response_format")
     json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
@@ -214,122 +161,65 @@ def _build_choices(body: dict[str, Any]) -> list[_Choice]:
         finish = "stop"
         if limit is not None and len(text) > limit * CHARS_PER_TOKEN:
             text, finish = text[: limit * CHARS_PER_TOKEN], "length"
-        choices.append(_Choice(text, None, finish))
+        choices.append(Choice(text, None, finish))
     return choices
 
 
-def _usage(body: dict[str, Any], choices: list[_Choice]) -> dict[str, Any]:
-    prompt = sum(_tokens(_message_text(m)) + 4 for m in body["messages"])
-    completion = 0
-    for choice in choices:
-        if choice.tool_call is not None:
-            fn = choice.tool_call["function"]
-            completion += _tokens(fn["name"] + fn["arguments"])
-        else:
-            completion += _tokens(choice.content or "")
-    total = prompt + completion
-    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+def _usage(body: dict[str, Any], choices: list[Choice]) -> dict[str, Any]:
+    usage = wire.usage(body["messages"], choices)
     if "reports-cost" in body["model"]:
-        usage["cost"] = total * 1e-6
+        usage["cost"] = usage["total_tokens"] * 1e-6
     return usage
 
 
-def _completion(cid: str, model: str, choices: list[_Choice], usage: dict[str, Any]) -> dict[str, Any]:
-    out = []
-    for index, choice in enumerate(choices):
-        message: dict[str, Any] = {"role": "assistant", "content": choice.content}
-        if choice.tool_call is not None:
-            message["tool_calls"] = [choice.tool_call]
-        finish = choice.finish_reason
-        out.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": out,
-        "usage": usage,
-        "system_fingerprint": "fake",
-    }
-
-
-def _split(text: str, parts: int) -> list[str]:
-    if not text:
-        return []
-    words = _WORD_BOUNDARY_RE.split(text)
-    size = max(1, math.ceil(len(words) / parts))
-    return ["".join(words[i : i + size]) for i in range(0, len(words), size)]
-
-
 async def _stream(
-    cid: str, body: dict[str, Any], choices: list[_Choice], usage: dict[str, Any], slow_ms: int
+    cid: str, body: dict[str, Any], choices: list[Choice], usage: dict[str, Any], slow_ms: int
 ) -> AsyncIterator[bytes]:
     model: str = body["model"]
-    created = int(time.time())
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    include_usage = wire.wants_usage(body)
+    frames = wire.ChunkWriter(cid, model, include_usage, _FINGERPRINT)
     break_stream = "err-in-stream" in model
-
-    def event(chunk_choices: list[dict[str, Any]], usage_value: dict[str, Any] | None = None) -> bytes:
-        chunk: dict[str, Any] = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fake",
-            "choices": chunk_choices,
-        }
-        # OpenAI puts `usage: null` on every chunk once include_usage is on; clients key off it.
-        if include_usage:
-            chunk["usage"] = usage_value
-        return f"data: {json.dumps(chunk)}\n\n".encode()
-
-    def delta(index: int, payload: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
-        return [{"index": index, "delta": payload, "finish_reason": finish, "logprobs": None}]
 
     if slow_ms:
         await anyio.sleep(slow_ms / 1000)
     for index, choice in enumerate(choices):
-        yield event(delta(index, {"role": "assistant", "content": ""}))
+        yield frames.role(index)
         if choice.tool_call is not None:
-            yield event(delta(index, {"tool_calls": [{"index": 0, **choice.tool_call}]}))
+            yield frames.tool_call(index, choice.tool_call)
         else:
-            pieces = _split(choice.content or "", 10 if slow_ms else 5)
+            pieces = wire.split_words(choice.content or "", 10 if slow_ms else 5)
             if break_stream:
                 pieces = pieces[:2]
             gap = slow_ms / 1000 / max(1, len(pieces))
             for piece in pieces:
                 if gap:
                     await anyio.sleep(gap)
-                yield event(delta(index, {"content": piece}))
+                yield frames.content(index, piece)
         if break_stream:
             # Raising (rather than returning) makes the server drop the connection
             # mid-body, which is what a crashed upstream looks like to the gateway.
             raise InjectedStreamError(f"injected stream failure for {model!r}")
-        yield event(delta(index, {}, choice.finish_reason))
+        yield frames.finish(index, choice.finish_reason)
     if include_usage:
-        yield event([], usage)
-    yield b"data: [DONE]\n\n"
+        yield frames.usage(usage)
+    yield wire.SSE_DONE
 
 
 async def _chat_completions(request: Request) -> Response:
     state: _State = request.app.state.fake
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return _error(400, "Request body is not valid JSON.", "invalid_request_error")
-    if not isinstance(body, dict):
-        return _error(400, "Request body must be a JSON object.", "invalid_request_error")
+    body = await wire.read_json_object(request)
+    if isinstance(body, JSONResponse):
+        return body
     has_auth = "authorization" in request.headers
     state.log.append({"model": body.get("model"), "body": body, "headers": {"authorization": has_auth}})
-    invalid = _validate(body)
+    invalid = wire.validate_chat(body)
     if invalid is not None:
         return invalid
     model: str = body["model"]
     stream = body.get("stream") is True
 
     if "require-key" in model and request.headers.get("authorization") != f"Bearer {REQUIRED_KEY}":
-        return _error(401, "Incorrect API key provided.", "authentication_error")
+        return wire.error_response(401, "Incorrect API key provided.", "authentication_error")
     if "timeout" in model and not await _sleep_unless_disconnected(request, TIMEOUT_SECONDS):
         # Nobody is listening any more; the status only shows up in server logs.
         return Response(status_code=499)
@@ -351,12 +241,11 @@ async def _chat_completions(request: Request) -> Response:
             media_type="text/event-stream",
             headers={"cache-control": "no-cache"},
         )
-    return JSONResponse(_completion(cid, model, choices, usage))
+    return JSONResponse(wire.completion(cid, model, choices, usage, _FINGERPRINT))
 
 
 async def _models(request: Request) -> Response:
-    entry = {"object": "model", "created": _MODELS_CREATED, "owned_by": "fake"}
-    return JSONResponse({"object": "list", "data": [{"id": m, **entry} for m in SAMPLE_MODELS]})
+    return JSONResponse(wire.model_list(SAMPLE_MODELS, "fake", _MODELS_CREATED))
 
 
 async def _health(request: Request) -> Response:

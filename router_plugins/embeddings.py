@@ -13,9 +13,21 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MODEL_ID = "all-MiniLM-L6-v2"
+MODEL_ID = "all-MiniLM-L6-v2-focus1"
+"""Names the model and the text preparation: the cache key changes when either does."""
 MAX_SEQ_LENGTH = 256
 BATCH_SIZE = 64
+HEAD_CHARS = 200
+TAIL_CHARS = 800
+"""MiniLM reads ~256 tokens (~1,000 characters). Long prompts are mostly pasted material or few-shot examples
+shared by many prompts; the ask that tells prompts apart usually comes last, so the start and the end are read."""
+
+
+def focus(text: str) -> str:
+    """The part of a long prompt the embedding model should read: its start and, above all, its end."""
+    if len(text) <= HEAD_CHARS + TAIL_CHARS:
+        return text
+    return f"{text[:HEAD_CHARS]} … {text[-TAIL_CHARS:]}"
 
 
 def choose_device(prefer: str | None = None) -> str:
@@ -50,7 +62,7 @@ class TransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self._model.encode(
-            list(texts),
+            [focus(t) for t in texts],
             batch_size=batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
