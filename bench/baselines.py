@@ -42,7 +42,12 @@ def main() -> None:
         embed_sets([data], cache.embed)
         for router in args.routers:
             started = time.perf_counter()
-            report = evaluate_cv(router, data, args.folds, context=RouterContext(embed=cache.embed))
+            try:
+                report = evaluate_cv(router, data, args.folds, context=RouterContext(embed=cache.embed))
+            except ValueError as exc:  # a router that cannot apply to this set (cheapest without costs)
+                print(f"{name:<12} {router:<14} n/a: {exc}", flush=True)
+                results.setdefault(name, {}).pop(router, None)
+                continue
             report.pop("curve")
             report["seconds"] = round(time.perf_counter() - started, 2)
             results.setdefault(name, {})[router] = report

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.static_embedding import TABLE_FILE
+from router_plugins.routers.learned import POINTER_FILE
 from router_plugins.registry import Registry, load_registry
 
 from .errors import ApiError, internal_error
@@ -30,6 +31,7 @@ from .store import Store, open_store
 log = logging.getLogger(__name__)
 
 DB_FILE = "autoroute.db"
+ARTIFACTS = "artifacts"
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,13 @@ def create_app(settings: AppSettings) -> FastAPI:
             embedder[0] = await asyncio.to_thread(StaticEmbedder.load, table)
 
         def rebuild(new: Registry):  # noqa: ANN202 - a closure over this app's shared parts
-            return build_runtime(forwarder.resolve_prices(new), embedder[0], forwarder.has_credentials)
+            return build_runtime(
+                forwarder.resolve_prices(new), embedder[0], forwarder.has_credentials, artifacts=data_dir / ARTIFACTS
+            )
 
         holder = RuntimeHolder(settings.config_path, rebuild(registry), rebuild)
+        holder.artifact_pointer = data_dir / ARTIFACTS / POINTER_FILE
+        holder.check_artifact()
         store = open_store(str(data_dir / DB_FILE))
         storage = registry.storage
         recorder = Recorder(

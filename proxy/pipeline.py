@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from router_plugins.registry import ModelEntry
 from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
@@ -166,10 +166,16 @@ class Pipeline:
 
     @staticmethod
     def _route(runtime: Runtime, request: ChatRequest, classification: Classification) -> RouteDecision:
+        undecided = []
         for router in runtime.routers:
             decision = router.route(request, classification, runtime.available)
             if decision is not None:
+                notes = [runtime.routing_note] if runtime.routing_note else []
+                notes += [f"{name} could not decide" for name in undecided]
+                if notes:
+                    decision = replace(decision, reason=f"{decision.reason}; {'; '.join(notes)}")
                 return decision
+            undecided.append(router.name)
         if request.max_cost_per_1k is not None or request.min_quality is not None:
             raise ApiError(
                 400,

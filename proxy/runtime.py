@@ -12,7 +12,8 @@ from pathlib import Path
 
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
 from router_plugins.registry import ModelEntry, Registry, load_registry
-from router_plugins.routers import Router, RouterTable, default_table
+from router_plugins.routers import LearnedRouter, Router, RouterContext, RouterTable, default_table
+from router_plugins.routers.learned import current_artifact
 from router_plugins.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class Runtime:
     available_names: frozenset[str]
     api_keys: tuple[bytes, ...] = ()
     """Accepted client keys; empty means the gateway asks for none."""
+    routing_note: str = ""
+    """Why the preferred (learned) router is not in the chain, added to every decision's reason."""
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -39,6 +42,7 @@ def build_runtime(
     embedder: StaticEmbedder | None,
     has_credentials: Callable[[ModelEntry], bool],
     table: RouterTable | None = None,
+    artifacts: Path | None = None,
 ) -> Runtime:
     table = table or default_table()
     available = tuple(m for m in registry.models if m.enabled and has_credentials(m))
@@ -47,7 +51,17 @@ def build_runtime(
             log.warning(
                 "model %s is left out of routing: set %s to use it", model.name, model.litellm_params.api_key_env
             )
-    routers = (table.create("static-rules", registry),)
+    context = RouterContext(static_embed=embedder.embed if embedder else None)
+    routers: tuple[Router, ...] = (table.create("static-rules", registry, context),)
+    note = "no learned-router artifact yet"
+    artifact = current_artifact(artifacts) if artifacts else None
+    if artifact is not None and embedder is None:
+        note = "the learned router waits for the static embedding table"
+    elif artifact is not None:
+        learned = LearnedRouter(registry, context)
+        learned.load(artifact)
+        routers = (learned, *routers)
+        note = ""
     return Runtime(
         registry,
         build_classifier(registry, embedder),
@@ -55,6 +69,7 @@ def build_runtime(
         available,
         frozenset(m.name for m in available),
         _client_keys(registry),
+        note,
     )
 
 
@@ -86,12 +101,31 @@ class RuntimeHolder:
         self._runtime = runtime
         self._rebuild = rebuild
         self._mtime = _mtime(config_path)
+        self.artifact_pointer: Path | None = None
+        """When set, a new learned-router artifact (a changed pointer file) is swapped in while serving."""
+        self._artifact_mtime: float | None = None
         self.last_error: str | None = None
         self.reloads = 0
 
     @property
     def current(self) -> Runtime:
         return self._runtime
+
+    def check_artifact(self) -> bool:
+        if self.artifact_pointer is None:
+            return False
+        mtime = _mtime(self.artifact_pointer)
+        if mtime == self._artifact_mtime:
+            return False
+        self._artifact_mtime = mtime
+        try:
+            self.rebuild_current()
+        except Exception as exc:  # noqa: BLE001 - a bad artifact must not stop the serving runtime
+            self.last_error = f"learned-router artifact not loaded: {exc}"
+            log.error("%s", self.last_error)
+            return False
+        log.info("learned-router artifact swapped in (%s)", self.artifact_pointer)
+        return True
 
     def check_reload(self) -> bool:
         """Reload when the file changed; returns True when a new runtime was swapped in."""
@@ -121,6 +155,7 @@ class RuntimeHolder:
             await asyncio.sleep(interval_s)
             try:
                 self.check_reload()
+                self.check_artifact()
             except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
                 log.exception("config reload failed")
 

@@ -66,6 +66,10 @@ class Store(Protocol):
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]: ...
 
+    def labelled_outcomes(self, limit: int = 200_000) -> list[dict[str, Any]]:
+        """Served decisions that got explicit feedback: prompt text, task, model, mean score, its cost."""
+        ...
+
     def check_writable(self) -> None:
         """Raise if a write transaction cannot be started right now (readiness probe)."""
         ...
@@ -299,6 +303,20 @@ class SQLiteStore(Store):
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
         return self._select(FEEDBACK, request_id, order_by="created_at, id")
+
+    def labelled_outcomes(self, limit: int = 200_000) -> list[dict[str, Any]]:
+        sql = f"""
+            SELECT d.request_id, d.prompt_text, d.task, d.selected_model AS model, AVG(f.score) AS quality,
+                   (SELECT p.cost_usd FROM {PERFORMANCE} p
+                     WHERE p.request_id = d.request_id AND p.model = d.selected_model AND p.outcome != 'failure'
+                     ORDER BY p.attempt DESC LIMIT 1) AS cost_usd
+            FROM {DECISIONS} d JOIN {FEEDBACK} f ON f.request_id = d.request_id
+            WHERE d.status != 'failure' AND d.prompt_text IS NOT NULL
+            GROUP BY d.request_id ORDER BY d.created_at DESC LIMIT ?"""
+        with self._lock:
+            cursor = self._db.execute(sql, [limit])
+            columns = [c[0] for c in cursor.description]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def _select(self, table: str, request_id: str, *, order_by: str | None) -> list[dict[str, Any]]:
         with self._lock:

@@ -122,3 +122,43 @@ def kfold_indices(n: int, folds: int, seed: int = 0) -> list[np.ndarray]:
         raise ValueError("cross-validation needs at least 2 folds")
     order = np.random.default_rng(seed).permutation(n)
     return [np.sort(part) for part in np.array_split(order, folds)]
+
+
+def restrict(data: OutcomeSet, models: Sequence[str]) -> OutcomeSet:
+    """The same prompts over `models` (in that order); a model the set lacks gets NaN outcomes."""
+    columns = {m: j for j, m in enumerate(data.models)}
+    quality = np.full((len(data), len(models)), np.nan)
+    cost = np.full((len(data), len(models)), np.nan)
+    for k, model in enumerate(models):
+        if model in columns:
+            quality[:, k] = data.quality[:, columns[model]]
+            cost[:, k] = data.cost[:, columns[model]]
+    return OutcomeSet(list(data.ids), list(data.texts), list(data.tasks), list(data.sources), list(models),
+                      quality, cost, {m: p for m, p in data.prices.items() if m in models})  # fmt: skip
+
+
+def concatenate(sets: Sequence[OutcomeSet], models: Sequence[str]) -> OutcomeSet:
+    """Several sets as one over `models`; prompts that no listed model answered are dropped."""
+    parts = [restrict(s, models) for s in sets]
+    quality = np.vstack([p.quality for p in parts]) if parts else np.zeros((0, len(models)))
+    keep = np.isfinite(quality).any(axis=1) if len(quality) else np.zeros(0, dtype=bool)
+    joined = OutcomeSet(
+        [i for p in parts for i in p.ids], [t for p in parts for t in p.texts], [t for p in parts for t in p.tasks],
+        [s for p in parts for s in p.sources], list(models), quality,
+        np.vstack([p.cost for p in parts]) if parts else np.zeros((0, len(models))),
+    )  # fmt: skip
+    return joined.subset(np.nonzero(keep)[0])
+
+
+def from_feedback(rows: Sequence[dict], models: Sequence[str]) -> OutcomeSet:
+    """Logged decisions with explicit feedback: one known outcome per prompt (the model that served it)."""
+    column = {m: j for j, m in enumerate(models)}
+    rows = [r for r in rows if r.get("model") in column and r.get("prompt_text")]
+    quality = np.full((len(rows), len(models)), np.nan)
+    cost = np.full((len(rows), len(models)), np.nan)
+    for i, row in enumerate(rows):
+        quality[i, column[row["model"]]] = float(row["quality"])
+        if row.get("cost_usd") is not None:
+            cost[i, column[row["model"]]] = float(row["cost_usd"])
+    return OutcomeSet([r["request_id"] for r in rows], [r["prompt_text"] for r in rows], [r.get("task") for r in rows],
+                      ["feedback"] * len(rows), list(models), quality, cost)  # fmt: skip

@@ -25,6 +25,7 @@ def register(eval_commands: argparse._SubParsersAction) -> None:  # type: ignore
     offline.add_argument("--plot", help="write the quality-cost plot here (PNG)")
     offline.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache (default: %(default)s)")
     offline.add_argument("--seed", type=int, default=0)
+    offline.add_argument("--data-dir", default="autoroute-data", help="where the static embedding table lives")
     offline.set_defaults(func=_offline)
 
     tasks = eval_commands.add_parser("tasks", help="score the task classifier on labelled prompts")
@@ -36,6 +37,7 @@ def register(eval_commands: argparse._SubParsersAction) -> None:  # type: ignore
 
 
 def _offline(args: argparse.Namespace) -> int:
+    from router_plugins.classify import StaticEmbedder
     from router_plugins.embeddings import EmbeddingCache
     from router_plugins.outcomes import load_outcomes
     from router_plugins.routers import RouterContext, default_table
@@ -50,13 +52,18 @@ def _offline(args: argparse.Namespace) -> int:
         print(f"autoroute: no router named {args.router!r}; known: {', '.join(table.names())}", file=sys.stderr)
         return 2
     cache = EmbeddingCache(Path(args.cache_dir))
-    context = RouterContext(embed=cache.embed, seed=args.seed)
+    static = StaticEmbedder.load_or_build(Path(args.data_dir))
+    context = RouterContext(embed=cache.embed, static_embed=static.embed, seed=args.seed)
     if getattr(table.create(args.router, registry_for(train), context), "needs_embeddings", False):
         embed_sets([train] + ([test] if test else []), cache.embed)
-    if test is not None:
-        report = evaluate_split(args.router, train, test, context=context)
-    else:
-        report = evaluate_cv(args.router, train, args.folds, context=context, seed=args.seed)
+    try:
+        if test is not None:
+            report = evaluate_split(args.router, train, test, context=context)
+        else:
+            report = evaluate_cv(args.router, train, args.folds, context=context, seed=args.seed)
+    except ValueError as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
     report["train"] = str(args.train)
     report["test"] = str(args.test) if args.test else f"{args.folds}-fold cross-validation of train"
     report["seconds"] = round(time.perf_counter() - started, 2)

@@ -12,11 +12,13 @@ from .base import (
     RouterTable,
     TrainableRouter,
 )
+from .learned import LearnedRouter
 from .predictive import BASELINES, PredictiveRouter
 from .static_rules import StaticRulesRouter
 
 __all__ = [
     "DuplicateRouterError",
+    "LearnedRouter",
     "Prediction",
     "PredictiveRouter",
     "PromptBatch",
@@ -36,6 +38,7 @@ def default_table(with_plugins: bool = True) -> RouterTable:
     table.register(StaticRulesRouter.name, StaticRulesRouter)
     for router in BASELINES:
         table.register(router.name, router)
+    table.register(LearnedRouter.name, LearnedRouter)
     if with_plugins:
         table.load_entry_points()
     return table

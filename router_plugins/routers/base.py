@@ -66,6 +66,8 @@ class RouterContext:
 
     embed: Callable[[Sequence[str]], np.ndarray] | None = None
     """Unit-length sentence embeddings for texts (the transformer embedder, usually cached or batched)."""
+    static_embed: Callable[[Sequence[str]], np.ndarray] | None = None
+    """Unit-length vectors from the distilled static table: cheap enough for the request path."""
     seed: int = 0
 
 

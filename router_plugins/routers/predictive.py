@@ -94,6 +94,8 @@ class CheapestRouter(PredictiveRouter):
     name = "cheapest"
 
     def _fit(self, data: OutcomeSet) -> None:
+        if not data.has_cost:
+            raise ValueError("the cheapest router needs costs, and this data set records none")
         self._mean_cost = _column_means(data.cost, fill=np.inf)
 
     def _predict(self, prompts: PromptBatch) -> tuple[np.ndarray, np.ndarray]:

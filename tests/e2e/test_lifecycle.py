@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import signal
 import threading
 import time
@@ -150,3 +153,35 @@ def test_first_start_serves_while_the_embedding_table_is_distilled(
     while_building, after = asyncio.run(run())
     assert while_building == ("building", ["keywords", "fallback"])
     assert after[0] == "ok" and after[1][:2] == ["keywords", "static_embedding"]
+
+
+def test_a_trained_artifact_changes_routing_while_serving(start_gateway: Callable[..., Gateway], upstream: Upstream) -> None:
+    gateway = start_gateway(registry_text(upstream))
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    math = [{"role": "user", "content": "Solve for x: 4x + 9 = 37. How many apples is that?"}]
+
+    before = client.chat.completions.with_raw_response.create(model="auto", messages=math)
+    assert before.headers["x-autoroute-model"] == "mathematician"
+    (decision,) = gateway.wait_rows(
+        "SELECT selection_reason FROM routing_decisions WHERE request_id = ?", (before.headers["x-autoroute-request-id"],)
+    )
+    assert "no learned-router artifact yet" in decision["selection_reason"]
+
+    # The recorded outcomes say the specialist fails these and frontier solves them.
+    fixture = Path(__file__).parent.parent / "fixtures" / "outcomes" / "e2e" / "train.jsonl"
+    trained = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "train", "--config", str(gateway.config), "--data", str(fixture),
+         "--data-dir", str(gateway.data_dir), "--folds", "0"],
+        capture_output=True, text=True, env=gateway.env, timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["prompts"] == 84
+
+    deadline = time.monotonic() + 15
+    while True:
+        after = client.chat.completions.with_raw_response.create(model="auto", messages=math)
+        if after.headers["x-autoroute-router"].startswith("learned@") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert after.headers["x-autoroute-router"].startswith("learned@")
+    assert after.headers["x-autoroute-model"] == "frontier"

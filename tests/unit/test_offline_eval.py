@@ -116,3 +116,10 @@ def test_cli_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_cli_unknown_router(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["eval", "offline", "--train", str(FIXTURES / "train.jsonl"), "--folds", "2", "--router", "nope"])
     assert code == 2 and "no router named 'nope'" in capsys.readouterr().err
+
+
+def test_cheapest_refuses_a_quality_only_set(train: OutcomeSet) -> None:
+    quality_only = train.subset(range(6))
+    quality_only.cost = np.full_like(quality_only.cost, np.nan)
+    with pytest.raises(ValueError, match="needs costs"):
+        evaluate_cv("cheapest", quality_only, 2)
