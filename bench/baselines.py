@@ -1,4 +1,4 @@
-"""Cross-validated scores of routers on the routing-outcome sets; writes docs/baselines.json and a markdown table.
+"""Cross-validated scores of routers on the routing-outcome sets; writes autoroute-data/baselines.json and a table.
 
     python bench/baselines.py --data ../shared/data/routing --routers random cheapest best-single static-rules knn
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--routers", nargs="+", default=["random", "cheapest", "best-single", "static-rules", "knn"])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--cache-dir", type=Path, default=Path("autoroute-data/cache"))
-    parser.add_argument("--out", type=Path, default=Path("docs/baselines.json"))
+    parser.add_argument("--out", type=Path, default=Path("autoroute-data/baselines.json"))
     args = parser.parse_args()
 
     cache = EmbeddingCache(args.cache_dir)
