@@ -77,7 +77,7 @@ def _slow_ms(model: str) -> int:
     return int(match.group(1)) if match else DEFAULT_SLOW_MS
 
 
-def _injected_failure(state: _State, model: str, stream: bool) -> JSONResponse | None:
+def _injected_failure(state: _State, model: str, stream: bool) -> Response | None:
     for status, type_ in _INJECTED_ERRORS.items():
         if f"error-{status}" in model:
             headers = {"retry-after": "1"} if status == 429 else None
@@ -208,7 +208,7 @@ async def _stream(
 async def _chat_completions(request: Request) -> Response:
     state: _State = request.app.state.fake
     body = await wire.read_json_object(request)
-    if isinstance(body, JSONResponse):
+    if isinstance(body, Response):
         return body
     has_auth = "authorization" in request.headers
     state.log.append({"model": body.get("model"), "body": body, "headers": {"authorization": has_auth}})

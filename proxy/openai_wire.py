@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from router_plugins.types import content_text
+
+from .errors import ApiError
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -76,12 +78,12 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+) -> Response:
+    error = ApiError(status, message, type=type_, param=param, code=code, headers=dict(headers or {}))
+    return error.to_response()
 
 
-async def read_json_object(request: Request) -> dict[str, Any] | JSONResponse:
+async def read_json_object(request: Request) -> dict[str, Any] | Response:
     """The request body as a JSON object, or the 400 to send back."""
     try:
         body = json.loads(await request.body())
@@ -97,7 +99,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate_chat(body: Mapping[str, Any]) -> JSONResponse | None:
+def validate_chat(body: Mapping[str, Any]) -> Response | None:
     """The 400 for a chat request an upstream cannot answer, or None when it is well-formed."""
     model = body.get("model")
     if not isinstance(model, str) or not model:

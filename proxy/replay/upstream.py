@@ -51,7 +51,7 @@ def _list(names: tuple[str, ...], limit: int = 12) -> str:
 async def _chat_completions(request: Request) -> Response:
     replay: ReplaySet = request.app.state.replay
     body = await wire.read_json_object(request)
-    if isinstance(body, JSONResponse):
+    if isinstance(body, Response):
         return body
     invalid = wire.validate_chat(body)
     if invalid is not None:
