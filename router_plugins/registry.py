@@ -11,7 +11,7 @@ import re
 from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import ClassVar, Literal, Mapping
 
 from .schema import ConfigError, load_yaml
 from .types import PREFERENCES, Preference
@@ -122,15 +122,52 @@ class PreferenceWeights:
 @dataclass(frozen=True)
 class LayerSettings:
     enabled: bool = True
-    threshold: float = 0.5
+    threshold: float | None = None
+    """The layer decides when its confidence reaches this; below it the next layer is asked (1.0: never decides).
+    Left out, the layer's own default (ClassifierSettings.DEFAULT_THRESHOLDS) applies."""
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"a classifier layer threshold must be in [0, 1], got {self.threshold}")
+
+    @property
+    def level(self) -> float:
+        """The threshold, once ClassifierSettings has filled in its default."""
+        if self.threshold is None:
+            raise ValueError("this layer's threshold was never resolved")
+        return self.threshold
 
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    keywords: LayerSettings = LayerSettings(threshold=0.55)
-    static_embedding: LayerSettings = LayerSettings(threshold=0.4)
+    """The task classifier cascade, asked in this order; the first layer sure enough decides.
+
+    Layers 1-2 read the text (about a millisecond together). Layers 3-4 read the prompt's transformer embedding:
+    they exist only when a fitted task model is loaded, and are asked only when layers 1-2 were unsure. The
+    default thresholds assume all four; without layers 3-4, a static_embedding threshold near 0.4 trades fewer
+    fallbacks for more mistakes.
+    """
+
+    DEFAULT_THRESHOLDS: ClassVar[Mapping[str, float]] = {
+        "keywords": 0.55,
+        "static_embedding": 0.85,
+        "transformer_knn": 0.8,
+        "torch_head": 0.25,
+    }
+    keywords: LayerSettings = LayerSettings()
+    static_embedding: LayerSettings = LayerSettings()
+    transformer_knn: LayerSettings = LayerSettings()
+    torch_head: LayerSettings = LayerSettings()
     max_chars: int = 4000
     """Only the start and end of very long prompts are read by the classifier."""
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 100:
+            raise ValueError("router.classifier.max_chars must be >= 100")
+        for name, default in self.DEFAULT_THRESHOLDS.items():
+            layer: LayerSettings = getattr(self, name)
+            if layer.threshold is None:
+                object.__setattr__(self, name, dataclasses.replace(layer, threshold=default))
 
 
 @dataclass(frozen=True)

@@ -5,22 +5,30 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..types import Classification, LayerAttempt
-from .layer import ClassifierLayer
+from .layer import AnyLayer, needs_embedding
 
 FALLBACK_LAYER = "fallback"
+SKIPPED_NO_EMBEDDING = "skipped: no embedding given"
 
 
 class TaskClassifier:
     """Asks each layer in order; the first whose confidence reaches its threshold decides.
 
-    When none does, the fallback task is returned flagged `needs_clarification`, so the router can
-    play safe (a generalist) and the feedback loop can find the prompts the layers miss.
+    Layers that read an embedding are asked only when the caller passes one; without it their attempt is recorded
+    as skipped. The gateway therefore calls `classify(text)` first (layers 1-2, about a millisecond), and only when
+    `wants_embedding(result)` computes the embedding (batched, off the event loop) and calls `resume`, which asks the
+    remaining layers without asking the cheap ones again.
+
+    When no layer decides, the fallback task is returned flagged `needs_clarification`, so the router can play safe
+    (a generalist) and the feedback loop can find the prompts the layers miss.
     """
 
     def __init__(
         self,
-        layers: Sequence[tuple[ClassifierLayer, float]],
+        layers: Sequence[tuple[AnyLayer, float]],
         fallback_task: str,
         max_chars: int = 4000,
     ) -> None:
@@ -32,6 +40,15 @@ class TaskClassifier:
     def layer_names(self) -> tuple[str, ...]:
         return tuple(layer.name for layer, _ in self._layers)
 
+    @property
+    def embedding_layers(self) -> tuple[str, ...]:
+        """Names of the layers that are asked only when an embedding is given."""
+        return tuple(layer.name for layer, _ in self._layers if needs_embedding(layer))
+
+    def wants_embedding(self, result: Classification) -> bool:
+        """True when `result` fell back after skipping a layer for want of an embedding: one may settle it."""
+        return any(attempt.detail == SKIPPED_NO_EMBEDDING for attempt in result.attempts)
+
     def _clip(self, text: str) -> str:
         if len(text) <= self._max_chars:
             return text
@@ -39,12 +56,28 @@ class TaskClassifier:
         half = self._max_chars // 2
         return f"{text[:half]}\n{text[-half:]}"
 
-    def classify(self, text: str) -> Classification:
-        text = self._clip(text)
-        attempts: list[LayerAttempt] = []
-        for layer, threshold in self._layers:
+    def classify(self, text: str, embedding: np.ndarray | None = None) -> Classification:
+        """Ask every layer in turn; layers needing an embedding are skipped when `embedding` is None."""
+        return self._run(self._clip(text), embedding, 0, [])
+
+    def resume(self, text: str, embedding: np.ndarray, previous: Classification) -> Classification:
+        """Continue `previous` (from `classify(text)` without an embedding) from its first skipped layer."""
+        attempts = list(previous.attempts)
+        start = next((i for i, a in enumerate(attempts) if a.detail == SKIPPED_NO_EMBEDDING), None)
+        if start is None:
+            return previous
+        return self._run(self._clip(text), embedding, start, attempts[:start])
+
+    def _run(self, text: str, embedding: np.ndarray | None, start: int, attempts: list[LayerAttempt]) -> Classification:
+        for layer, threshold in self._layers[start:]:
+            if needs_embedding(layer) and embedding is None:
+                attempts.append(LayerAttempt(layer.name, None, 0.0, threshold, False, 0.0, SKIPPED_NO_EMBEDDING))
+                continue
             started = time.perf_counter()
-            verdict = layer.classify(text)
+            if needs_embedding(layer):
+                verdict = layer.classify(text, embedding)  # type: ignore[call-arg]
+            else:
+                verdict = layer.classify(text)  # type: ignore[call-arg]
             elapsed = (time.perf_counter() - started) * 1000
             accepted = verdict.task is not None and verdict.confidence >= threshold
             attempts.append(

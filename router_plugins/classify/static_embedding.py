@@ -20,8 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..embeddings import focus
 from ..registry import TaskType
 from .layer import LayerVerdict
+from .scoring import fit_shared_covariance_readout, softmax, task_groups, top_k_mean, verdict
+from .training import LabelledPrompt, registry_prompts
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,17 @@ TABLE_VERSION = "minilm-l6-v2-static-v1"
 TABLE_FILE = f"static-embedding-{TABLE_VERSION}.npz"
 SOFTMAX_TEMPERATURE = 0.05
 """Cosine similarities of related sentences differ by a few hundredths; this spreads them into a usable probability."""
+NEIGHBOURS = 3
+"""Per task, the mean similarity of its k nearest examples."""
+CENTROID_SHARE = 0.5
+"""Weight of the similarity to the task's centroid against the top-k mean."""
+READOUT_SHARE = 0.5
+"""Weight of the fitted linear readout's probabilities against the similarity's."""
+READOUT_SHRINKAGE = 0.3
+"""Weight of the identity in the readout's covariance: a few hundred examples cannot estimate 384x384 alone."""
+READOUT_TEMPERATURE = 5.0
+"""The discriminant's logits differ by several units between tasks; this brings its confidence in line with the
+similarity's (on the dev set, a blended 0.85 is right about 19 times in 20)."""
 MAX_TOKENS = 256
 _FUNCTION_WORDS = frozenset(
     "a an the and or but if then of to in on at by for with from as is are was were be been being it its this that "
@@ -128,36 +142,74 @@ class StaticEmbedder:
 
 
 class StaticEmbeddingLayer:
-    """Nearest task by cosine similarity to each task's description and examples."""
+    """Similarity of the prompt's static vector to each task's description and examples, plus a linear readout.
+
+    Two scores, averaged as probabilities: (a) per task, the mean of its centroid similarity and its top-k mean
+    similarity, softened by a temperature; (b) a linear discriminant (shared, shrunk covariance) fitted on the same
+    vectors when the layer is built, in closed form (~10 ms). Vectors are centred on the references' mean first:
+    static sentence vectors share one large common direction (the average token) that otherwise makes every
+    sentence look about equally similar to every other.
+    """
 
     name = "static_embedding"
 
-    def __init__(self, embedder: StaticEmbedder, tasks: Sequence[TaskType]) -> None:
+    def __init__(
+        self,
+        embedder: StaticEmbedder,
+        tasks: Sequence[TaskType],
+        labelled: Sequence[LabelledPrompt] = (),
+    ) -> None:
         self._embedder = embedder
-        texts: list[str] = []
-        labels: list[int] = []
         self._tasks = [t.name for t in tasks]
-        for index, task in enumerate(tasks):
-            for text in (task.description, *task.examples):
-                if text.strip():
-                    texts.append(text)
-                    labels.append(index)
-        self._labels = np.array(labels, dtype=np.int64)
-        self._vectors = embedder.embed(texts) if texts else np.zeros((0, embedder.rows.shape[1]), np.float32)
+        index = {name: i for i, name in enumerate(self._tasks)}
+        prompts = [p for p in (*registry_prompts(tasks), *labelled) if p.task in index]
+        vectors = embedder.embed([p.text for p in prompts]) if prompts else np.zeros((0, embedder.rows.shape[1]))
+        usable = vectors.any(axis=1)
+        prompts = [p for p, ok in zip(prompts, usable) if ok]
+        vectors = vectors[usable].astype(np.float64)
+        labels = np.array([index[p.task] for p in prompts], dtype=np.int64)
+        self._center = vectors.mean(axis=0) if len(vectors) else np.zeros(embedder.rows.shape[1])
+        self._vectors = _unit_rows(vectors - self._center)
+        self._groups = task_groups(labels, len(self._tasks))
+        self._present = np.array([len(g) > 0 for g in self._groups])
+        centroids = np.zeros((len(self._tasks), self._vectors.shape[1]))
+        for task, rows in enumerate(self._groups):
+            if len(rows):
+                centroids[task] = self._vectors[rows].mean(axis=0)
+        self._centroids = _unit_rows(centroids)
+        self._readout: tuple[np.ndarray, np.ndarray] | None = None
+        if self._present.sum() >= 2:
+            self._readout = fit_shared_covariance_readout(self._vectors, labels, len(self._tasks), READOUT_SHRINKAGE)
+
+    def probabilities(self, text: str) -> np.ndarray | None:
+        """One probability per task (tasks without examples get zero), or None when the text has no usable tokens."""
+        if not self._present.any():
+            return None
+        # The transformer's window (start and end of a long prompt): the same reading, and a bounded tokenizer cost.
+        raw = self._embedder.embed([focus(text)])[0]
+        if not raw.any():
+            return None
+        query = _unit_rows((raw - self._center)[None, :])[0]
+        similarity = self._vectors @ query
+        scores = CENTROID_SHARE * (self._centroids @ query) + (1 - CENTROID_SHARE) * top_k_mean(
+            similarity, self._groups, NEIGHBOURS
+        )
+        scores[~self._present] = -np.inf
+        probs = softmax(scores, SOFTMAX_TEMPERATURE)
+        if self._readout is not None:
+            weights, bias = self._readout
+            probs = (1 - READOUT_SHARE) * probs + READOUT_SHARE * softmax(query @ weights + bias, READOUT_TEMPERATURE)
+        return probs
 
     def classify(self, text: str) -> LayerVerdict:
-        if not len(self._labels):
+        if not self._present.any():
             return LayerVerdict(None, 0.0, "no task examples")
-        query = self._embedder.embed([text])[0]
-        if not query.any():
+        probs = self.probabilities(text)
+        if probs is None:
             return LayerVerdict(None, 0.0, "no tokens")
-        similarity = self._vectors @ query
-        best = np.full(len(self._tasks), -1.0, dtype=np.float32)
-        np.maximum.at(best, self._labels, similarity)
-        logits = (best - best.max()) / SOFTMAX_TEMPERATURE
-        probs = np.exp(logits)
-        probs /= probs.sum()
-        top = int(probs.argmax())
-        order = np.argsort(-best)[:3]
-        detail = ", ".join(f"{self._tasks[i]}={best[i]:.3f}" for i in order)
-        return LayerVerdict(self._tasks[top], float(probs[top]), detail)
+        return verdict(probs, self._tasks)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
