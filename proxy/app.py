@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -16,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router_plugins.classify import StaticEmbedder
+from router_plugins.classify.model import MODEL_FILE, TaskModel
 from router_plugins.classify.static_embedding import TABLE_FILE
 from router_plugins.routers.learned import POINTER_FILE
+from router_plugins.serving import EmbeddingServer
 from router_plugins.registry import Registry, load_registry
 
 from .errors import ApiError, internal_error
@@ -53,6 +56,37 @@ class Services:
     data_dir: Path
     embeddings: str = "ok"
     """`building` while the static embedding table is being distilled in the background."""
+    task_model: str = "off"
+    """The classifier's layers 3-4: `fitting` at first start, `ok`, `off` when disabled."""
+
+
+def _load_task_model(path: Path) -> TaskModel | None:
+    """The classifier's layers 3-4, when `autoroute train-classifier` has written them."""
+    if not path.exists():
+        return None
+    try:
+        return TaskModel.load(path)
+    except (ValueError, OSError) as exc:
+        log.warning("task model %s not used: %s", path, exc)
+        return None
+
+
+async def _fit_registry_task_model(registry: Registry, server: EmbeddingServer, path: Path) -> TaskModel:
+    """The classifier's layers 3-4 fitted on the registry's task descriptions and examples alone."""
+    from router_plugins.classify.model import fit_task_model
+    from router_plugins.classify.training import registry_prompts
+
+    texts = sorted({p.text for p in registry_prompts(registry.tasks)})
+    vectors = dict(zip(texts, await server.embed(texts)))
+
+    def fit() -> TaskModel:
+        model = fit_task_model(registry.tasks, [], lambda batch: np.stack([vectors[t] for t in batch]))
+        model.save(path)
+        return model
+
+    model = await asyncio.to_thread(fit)
+    log.info("task model fitted on %d registry examples and saved to %s", len(texts), path)
+    return model
 
 
 def data_dir_for(registry: Registry, settings: AppSettings) -> Path:
@@ -74,10 +108,14 @@ def create_app(settings: AppSettings) -> FastAPI:
         if wants_table and table.exists():
             embedder[0] = await asyncio.to_thread(StaticEmbedder.load, table)
 
+        model_path = data_dir / ARTIFACTS / MODEL_FILE
+        task_model: list[TaskModel | None] = [await asyncio.to_thread(_load_task_model, model_path)]
+
         def rebuild(new: Registry):  # noqa: ANN202 - a closure over this app's shared parts
             return build_runtime(
-                forwarder.resolve_prices(new), embedder[0], forwarder.has_credentials, artifacts=data_dir / ARTIFACTS
-            )
+                forwarder.resolve_prices(new), embedder[0], forwarder.has_credentials, artifacts=data_dir / ARTIFACTS,
+                task_model=task_model[0],
+            )  # fmt: skip
 
         holder = RuntimeHolder(settings.config_path, rebuild(registry), rebuild)
         holder.artifact_pointer = data_dir / ARTIFACTS / POINTER_FILE
@@ -91,9 +129,30 @@ def create_app(settings: AppSettings) -> FastAPI:
             flush_interval_ms=storage.flush_interval_ms,
         )
         await recorder.start()
+        server = None
+        fitter = None
+        classifier_settings = registry.router.classifier
+        if classifier_settings.transformer_knn.enabled or classifier_settings.torch_head.enabled:
+            # Loading MiniLM takes seconds: requests meanwhile keep the cheap layers' answer (bounded wait).
+            server = EmbeddingServer()
+            asyncio.get_running_loop().create_task(server.start())
+            if task_model[0] is None:
+                # First start: fit layers 3-4 on the registry's own examples (~15 s), then swap them in.
+                async def fit_registry_model() -> None:
+                    try:
+                        task_model[0] = await _fit_registry_task_model(holder.current.registry, server, model_path)
+                    except Exception as exc:  # noqa: BLE001 - the cheap layers keep serving
+                        log.exception("the task model could not be fitted")
+                        app.state.services.task_model = f"failed: {type(exc).__name__}"
+                        return
+                    holder.rebuild_current()
+                    app.state.services.task_model = "ok"
+
+                fitter = asyncio.get_running_loop().create_task(fit_registry_model())
         app.state.services = Services(
-            holder, Pipeline(lambda: holder.current, forwarder, recorder), recorder, store, data_dir
+            holder, Pipeline(lambda: holder.current, forwarder, recorder, server), recorder, store, data_dir
         )
+        app.state.services.task_model = "off" if server is None else ("ok" if task_model[0] else "fitting")
         watcher = asyncio.create_task(holder.watch()) if settings.watch_config else None
         builder = None
         if wants_table and embedder[0] is None:
@@ -115,9 +174,11 @@ def create_app(settings: AppSettings) -> FastAPI:
         try:
             yield
         finally:
-            for task in (watcher, builder):
+            for task in (watcher, builder, fitter):
                 if task is not None:
                     task.cancel()
+            if server is not None:
+                await server.close()
             await recorder.stop()
             store.close()
             stats = recorder.stats

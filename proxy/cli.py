@@ -110,6 +110,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_classifier(args: argparse.Namespace) -> int:
+    import json
+
+    from router_plugins.schema import ConfigError
+
+    from .training import train_classifier
+
+    try:
+        report = train_classifier(Path(args.config), [Path(p) for p in args.labelled], Path(args.data_dir))
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoroute", description="OpenAI-compatible routing gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data-dir", default="autoroute-data", help="store and artifacts (default: %(default)s)")
     training.add_argument("--folds", type=int, default=5, help="cross-validation folds for the printed score")
     training.set_defaults(func=_train)
+
+    classifier = commands.add_parser("train-classifier", help="fit the task classifier's transformer layers (3-4)")
+    classifier.add_argument("--config", default="config.yaml")
+    classifier.add_argument("--labelled", nargs="*", default=[], help="JSONL of {text, task} (beside the registry's examples)")
+    classifier.add_argument("--data-dir", default="autoroute-data")
+    classifier.set_defaults(func=_train_classifier)
 
     build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")
     build.add_argument("--data-dir", default="autoroute-data")

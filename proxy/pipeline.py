@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
 
 from router_plugins.registry import ModelEntry
 from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
@@ -20,6 +24,12 @@ from .streaming import relay_stream
 log = logging.getLogger(__name__)
 
 PASSTHROUGH_ROUTER = "passthrough"
+EMBED_TIMEOUT_S = 1.0
+"""The longest a request waits for the transformer embedding (e.g. while the model is still loading)."""
+
+
+class Embeddings(Protocol):
+    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -86,14 +96,21 @@ class CallContext:
 
 
 class Pipeline:
-    def __init__(self, runtime: Callable[[], Runtime], forwarder: Forwarder, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        forwarder: Forwarder,
+        recorder: Recorder,
+        embeddings: Embeddings | None = None,
+    ) -> None:
         self._runtime = runtime
         self._forwarder = forwarder
         self._recorder = recorder
+        self._embeddings = embeddings
 
     async def handle(self, request: ChatRequest) -> Completed | Streaming:
         runtime = self._runtime()
-        ctx = self._decide(runtime, request)
+        ctx = await self._decide(runtime, request)
         registry = runtime.registry
         order = ctx.decision.fallback_order[: registry.router.max_attempts]
         errors: list[tuple[str, UpstreamError]] = []
@@ -130,9 +147,21 @@ class Pipeline:
         self._recorder.record(ctx.record("failure"))
         raise _all_failed(errors, ctx.headers(runtime))
 
-    def _decide(self, runtime: Runtime, request: ChatRequest) -> CallContext:
+    async def _classify(self, runtime: Runtime, text: str) -> Classification:
+        """Layers 1-2 first; the transformer embedding only when they were unsure and the cascade has layers 3-4."""
+        classification = runtime.classifier.classify(text)
+        if self._embeddings is None or not runtime.classifier.wants_embedding(classification):
+            return classification
+        try:
+            vectors = await asyncio.wait_for(self._embeddings.embed([text]), EMBED_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a slow or failed embedding leaves the cheap layers' answer standing
+            log.warning("no transformer embedding in time; the cheap layers' answer stands", exc_info=True)
+            return classification
+        return runtime.classifier.resume(text, vectors[0], classification)
+
+    async def _decide(self, runtime: Runtime, request: ChatRequest) -> CallContext:
         created_at, started = time.time(), time.perf_counter()
-        classification = runtime.classifier.classify(request.last_user_text())
+        classification = await self._classify(runtime, request.last_user_text())
         if request.is_auto:
             decision = self._route(runtime, request, classification)
         else:

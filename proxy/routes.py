@@ -164,7 +164,9 @@ async def liveness() -> Response:
 @router.get("/health/readiness")
 async def readiness(request: Request) -> Response:
     services = _services(request)
-    checks: dict[str, Any] = {"config": "ok", "store": "ok", "embeddings": services.embeddings}
+    checks: dict[str, Any] = {
+        "config": "ok", "store": "ok", "embeddings": services.embeddings, "task_model": services.task_model,
+    }  # fmt: skip
     status = 200
     if services.holder.last_error:
         checks["config"] = f"serving the last good config; the file has an error: {services.holder.last_error}"

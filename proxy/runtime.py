@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
+from router_plugins.classify.model import TaskModel
 from router_plugins.registry import ModelEntry, Registry, load_registry
 from router_plugins.routers import LearnedRouter, Router, RouterContext, RouterTable, default_table
 from router_plugins.routers.learned import current_artifact
@@ -43,6 +44,7 @@ def build_runtime(
     has_credentials: Callable[[ModelEntry], bool],
     table: RouterTable | None = None,
     artifacts: Path | None = None,
+    task_model: TaskModel | None = None,
 ) -> Runtime:
     table = table or default_table()
     available = tuple(m for m in registry.models if m.enabled and has_credentials(m))
@@ -64,7 +66,7 @@ def build_runtime(
         note = ""
     return Runtime(
         registry,
-        build_classifier(registry, embedder),
+        build_classifier(registry, embedder, task_model),
         routers,
         available,
         frozenset(m.name for m in available),

@@ -52,3 +52,18 @@ def train(config: Path, data_files: list[Path], data_dir: Path, folds: int = 5) 
     path = router.save(data_dir / ARTIFACTS, extra={"cv": report.get("cv")})
     report.update(artifact=str(path), version=router.version, seconds=round(time.perf_counter() - started, 2))
     return report
+
+
+def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path) -> dict[str, Any]:
+    """Fit the classifier's layers 3-4 (transformer kNN + head) on the registry's examples and labelled prompts."""
+    from router_plugins.classify.model import MODEL_FILE, fit_task_model
+    from router_plugins.classify.training import load_labelled
+    from router_plugins.embeddings import EmbeddingCache
+
+    started = time.perf_counter()
+    registry = load_registry(config)
+    prompts = [p for path in labelled_files for p in load_labelled(path)]
+    model = fit_task_model(registry.tasks, prompts, EmbeddingCache(data_dir / "cache").embed)
+    path = model.save(data_dir / ARTIFACTS / MODEL_FILE)
+    return {"artifact": str(path), "labelled": len(prompts), "tasks": list(model.tasks),
+            "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
+from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING as SKIPPED
+from router_plugins.types import Classification
 from router_plugins.registry import load_registry
 
 
@@ -29,20 +32,57 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
 
 
 def classifier_for(config: Path, data_dir: Path) -> TaskClassifier:
+    """The gateway's cascade for this registry and data directory (layers 3-4 when a task model is there)."""
+    from router_plugins.classify.model import MODEL_FILE, TaskModel
+
     registry = load_registry(config)
     embedder = None
     if registry.router.classifier.static_embedding.enabled:
         embedder = StaticEmbedder.load_or_build(data_dir)
-    return build_classifier(registry, embedder)
+    model_path = data_dir / "artifacts" / MODEL_FILE
+    task_model = TaskModel.load(model_path) if model_path.exists() else None
+    return build_classifier(registry, embedder, task_model)
 
 
 def evaluate_tasks(test: Path, config: Path, data_dir: Path) -> dict[str, Any]:
-    return score_classifier(classifier_for(config, data_dir), load_labelled(test))
+    from router_plugins.embeddings import EmbeddingCache
+
+    classifier = classifier_for(config, data_dir)
+    embed = EmbeddingCache(data_dir / "cache").embed if classifier.embedding_layers else None
+    return score_classifier(classifier, load_labelled(test), embed)
 
 
-def score_classifier(classifier: TaskClassifier, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy (a prediction counts when it is in `accept`), per-label precision/recall, confusion, layers, latency."""
-    latencies, correct = [], 0
+def _classify_all(
+    classifier: TaskClassifier, texts: list[str], embed: Callable[[Sequence[str]], np.ndarray] | None
+) -> tuple[list[Classification], list[float]]:
+    """As the gateway does: the cheap layers for every prompt, the transformer only for those they were unsure of."""
+    results, latencies = [], []
+    for text in texts:
+        started = time.perf_counter()
+        results.append(classifier.classify(text))
+        latencies.append((time.perf_counter() - started) * 1000)
+    unsure = [i for i, r in enumerate(results) if classifier.wants_embedding(r)]
+    if embed is not None and unsure:
+        vectors = embed([texts[i] for i in unsure])
+        for k, i in enumerate(unsure):
+            results[i] = classifier.resume(texts[i], vectors[k], results[i])
+    return results, latencies
+
+
+def score_classifier(
+    classifier: TaskClassifier,
+    records: list[dict[str, Any]],
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Accuracy (a prediction counts when it is in `accept`), per-label precision/recall, confusion, layers, latency.
+
+    Latency is that of the cheap layers (1-2), which answer on the request path; the share that needed the
+    transformer embedding is reported beside it.
+    """
+    results, latencies = _classify_all(classifier, [r["text"] for r in records], embed)
+    layers = set(classifier.embedding_layers)
+    needed_embedding = sum(1 for r in results if any(a.layer in layers and a.detail != SKIPPED for a in r.attempts))
+    correct = 0
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     layer_count: Counter[str] = Counter()
     layer_correct: Counter[str] = Counter()
@@ -50,10 +90,7 @@ def score_classifier(classifier: TaskClassifier, records: list[dict[str, Any]]) 
     predicted_right: Counter[str] = Counter()
     label_count: Counter[str] = Counter()
     label_right: Counter[str] = Counter()
-    for record in records:
-        started = time.perf_counter()
-        result = classifier.classify(record["text"])
-        latencies.append((time.perf_counter() - started) * 1000)
+    for record, result in zip(records, results):
         ok = result.task in record["accept"]
         correct += ok
         confusion[record["task"]][result.task] += 1
@@ -83,12 +120,16 @@ def score_classifier(classifier: TaskClassifier, records: list[dict[str, Any]]) 
             for layer in sorted(layer_count)
         },
         "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+        "needed_embedding": needed_embedding / n if n else None,
     }
 
 
 def format_tasks(report: dict[str, Any]) -> str:
     lines = [f"task classifier on {report['n']} prompts: accuracy {report['accuracy']:.3f}"]
-    lines.append(f"  latency p50 {report['latency_ms']['p50']:.3f} ms, p99 {report['latency_ms']['p99']:.3f} ms")
+    lines.append(
+        f"  layers 1-2 latency p50 {report['latency_ms']['p50']:.3f} ms, p99 {report['latency_ms']['p99']:.3f} ms; "
+        f"{report['needed_embedding']:.1%} needed the transformer embedding"
+    )
     for layer, row in report["layers"].items():
         lines.append(f"  layer {layer:<17} share {row['share']:.3f}  accuracy {row['accuracy']:.3f}")
     for label, row in report["per_label"].items():

@@ -60,7 +60,7 @@ def test_health(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.url}/health/liveness").json() == {"status": "alive"}
     ready = httpx.get(f"{gateway.url}/health/readiness")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"config": "ok", "store": "ok", "embeddings": "ok"}
+    assert ready.json()["checks"] == {"config": "ok", "store": "ok", "embeddings": "ok", "task_model": "off"}
 
 
 BAD_BODIES = [

@@ -185,3 +185,28 @@ def test_a_trained_artifact_changes_routing_while_serving(start_gateway: Callabl
         time.sleep(0.3)
     assert after.headers["x-autoroute-router"].startswith("learned@")
     assert after.headers["x-autoroute-model"] == "frontier"
+
+
+def test_classifier_layers_3_and_4_are_fitted_at_first_start_and_used(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    text = registry_text(upstream)
+    start, end = text.index("  classifier:\n"), text.index("    torch_head: {enabled: false}\n")
+    text = text[:start] + text[end + len("    torch_head: {enabled: false}\n") :]
+    gateway = start_gateway(text)
+    deadline = time.monotonic() + 180
+    while (state := httpx.get(f"{gateway.url}/health/readiness").json()["checks"]["task_model"]) != "ok":
+        assert state == "fitting" and time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert (gateway.data_dir / "artifacts" / "task-model-v1.npz").exists()
+
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    # Vague prompts, with no keyword of any task: the cheap layers are unsure, the transformer layers are asked.
+    seen = []
+    for prompt in ("my cat keeps staring at the wall", "the vibes in this room are off today", "ugh mondays"):
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": prompt}])
+        (decision,) = gateway.wait_rows(
+            "SELECT layer_attempts FROM routing_decisions WHERE request_id = ?", (raw.headers["x-autoroute-request-id"],)
+        )
+        seen.append([a["layer"] for a in json.loads(decision["layer_attempts"])])
+    assert any(layers[:3] == ["keywords", "static_embedding", "transformer_knn"] for layers in seen), seen

@@ -148,3 +148,52 @@ def test_stream_records_usage_and_ttft() -> None:
     (perf,) = [r for r in rows if isinstance(r, PerformanceRecord)]
     assert (perf.outcome, perf.prompt_tokens, perf.completion_tokens, perf.cost_usd) == ("success", 3, 1, 0.001)
     assert perf.ttft_ms is not None and 0 <= perf.ttft_ms <= perf.latency_ms
+
+
+class FakeEmbeddingLayer:
+    name = "fake_transformer"
+    needs_embedding = True
+
+    def classify(self, text: str, embedding: Any) -> Any:
+        from router_plugins.classify.layer import LayerVerdict
+
+        return LayerVerdict("math" if embedding[0] > 0 else None, 0.9, "fake")
+
+
+class FakeServer:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    async def embed(self, texts: Sequence[str]) -> Any:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("model not loaded")
+        import numpy as np
+
+        return np.ones((len(texts), 4))
+
+
+def _classified_layer(server: FakeServer, text: str) -> tuple[str, str]:
+    import dataclasses
+
+    from router_plugins.classify import KeywordLayer, TaskClassifier
+
+    registry = parse_registry(REGISTRY.replace("router:", "tasks:\n  - {name: chat, keywords: [hello]}\n  - {name: math}\nrouter:\n  fallback_task: chat"))
+    runtime = build_runtime(registry, None, lambda m: True)
+    classifier = TaskClassifier([(KeywordLayer(registry.tasks), 0.5), (FakeEmbeddingLayer(), 0.5)], "chat")
+    runtime = dataclasses.replace(runtime, classifier=classifier)
+    pipeline = Pipeline(lambda: runtime, ScriptedForwarder({}), Recorder(ListStore()), server)  # type: ignore[arg-type]
+    classification = asyncio.run(pipeline._classify(runtime, text))
+    return classification.task, classification.layer
+
+
+def test_the_transformer_layers_run_only_when_the_cheap_ones_are_unsure() -> None:
+    sure = FakeServer()
+    assert _classified_layer(sure, "hello there") == ("chat", "keywords") and sure.calls == 0
+    unsure = FakeServer()
+    assert _classified_layer(unsure, "integrate x squared") == ("math", "fake_transformer") and unsure.calls == 1
+
+
+def test_a_failing_embedding_keeps_the_cheap_answer() -> None:
+    assert _classified_layer(FakeServer(fail=True), "integrate x squared") == ("chat", "fallback")
