@@ -161,7 +161,9 @@ class Pipeline:
 
     async def _decide(self, runtime: Runtime, request: ChatRequest) -> CallContext:
         created_at, started = time.time(), time.perf_counter()
-        classification = await self._classify(runtime, request.last_user_text())
+        text = request.last_user_text()
+        # A named model is only labelled for the record: the cheap layers suffice, no transformer on its path.
+        classification = await self._classify(runtime, text) if request.is_auto else runtime.classifier.classify(text)
         if request.is_auto:
             decision = self._route(runtime, request, classification)
         else:
