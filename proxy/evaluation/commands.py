@@ -103,6 +103,11 @@ def format_offline(report: dict[str, Any]) -> str:
             f"  APGR {_fmt(report['apgr'])}  CPT(50%) {_fmt(report['cpt50'])}  CPT(80%) {_fmt(report['cpt80'])}"
             f"  (share of calls to {report['strong_model']})"
         )
+    if report.get("calibration"):
+        lines.append(f"  Brier score   {_fmt(report['calibration']['brier'])} (reliability curve in the JSON)")
+    if report.get("feature_importance"):
+        ranked = sorted(report["feature_importance"].items(), key=lambda kv: -kv[1])
+        lines.append("  feature importance (Brier increase when shuffled): " + ", ".join(f"{k} {v:.4f}" for k, v in ranked))
     for task, sub in report.get("per_task", {}).items():
         lines.append(
             f"  task {task:<14} n={sub['n_test']:<5} best single {_fmt(sub['best_single']['quality'])}"

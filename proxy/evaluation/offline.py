@@ -51,9 +51,18 @@ def predict(router: TrainableRouter, data: OutcomeSet) -> tuple[np.ndarray, np.n
 
 
 def cross_validated_predictions(
-    name: str, data: OutcomeSet, folds: int, *, context: RouterContext | None = None, seed: int = 0
+    name: str,
+    data: OutcomeSet,
+    folds: int,
+    *,
+    context: RouterContext | None = None,
+    seed: int = 0,
+    importance: list[dict[str, float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Out-of-fold predictions for every prompt, and the model each fold's train split ranks best."""
+    """Out-of-fold predictions for every prompt, and the model each fold's train split ranks best.
+
+    When `importance` is a list, each fold's held-out feature importance is appended (routers that report one).
+    """
     quality = np.zeros_like(data.quality)
     cost = np.zeros_like(data.cost)
     train_quality = np.zeros_like(data.quality)
@@ -61,7 +70,10 @@ def cross_validated_predictions(
         train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
         train = data.subset(train_idx)
         router = fit_router(name, train, context=context)
-        quality[test_idx], cost[test_idx] = predict(router, data.subset(test_idx))
+        held_out = data.subset(test_idx)
+        quality[test_idx], cost[test_idx] = predict(router, held_out)
+        if importance is not None and hasattr(router, "feature_importance"):
+            importance.append(router.feature_importance(held_out))
         train_quality[test_idx] = np.nanmean(train.quality, axis=0)
     return quality, cost, train_quality
 
@@ -133,6 +145,7 @@ def score(
         )
     else:
         report["oracle_gap_captured"] = metrics.oracle_gap_captured(max_quality, best_quality, oracle_quality)
+    report["calibration"] = calibration(data.quality, pred_quality)
     if len(data.models) == 2:
         report.update(_two_model_scores(data, pred_quality, best))
     if per_task:
@@ -142,6 +155,25 @@ def score(
             if len(rows := np.array([i for i, t in enumerate(data.tasks) if t == label])) > 0
         }
     return report
+
+
+def calibration(actual: np.ndarray, predicted: np.ndarray, bins: int = 10) -> dict[str, Any] | None:
+    """Brier score and a reliability curve of predicted quality against the outcome, over every known outcome.
+
+    Only for routers whose predictions are probabilities (all in [0, 1]); None otherwise.
+    """
+    known = np.isfinite(actual) & np.isfinite(predicted)
+    p, y = predicted[known], actual[known]
+    if p.size == 0 or p.min() < 0 or p.max() > 1:
+        return None
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
+    curve = [
+        {"predicted": float(p[which == b].mean()), "observed": float(y[which == b].mean()), "n": int((which == b).sum())}
+        for b in range(bins)
+        if (which == b).any()
+    ]
+    return {"brier": float(np.mean((p - y) ** 2)), "reliability": curve}
 
 
 def _two_model_scores(data: OutcomeSet, pred_quality: np.ndarray, strong: int) -> dict[str, Any]:
@@ -163,15 +195,23 @@ def evaluate_split(
     router = fit_router(name, train, context=context)
     quality, cost = predict(router, test)
     train_quality = np.tile(np.nanmean(train.quality, axis=0), (len(test), 1))
-    return score(name, test, quality, cost, train_quality)
+    report = score(name, test, quality, cost, train_quality)
+    if hasattr(router, "feature_importance"):
+        report["feature_importance"] = router.feature_importance(test)
+    return report
 
 
 def evaluate_cv(
     name: str, data: OutcomeSet, folds: int, *, context: RouterContext | None = None, seed: int = 0
 ) -> dict[str, Any]:
-    quality, cost, train_quality = cross_validated_predictions(name, data, folds, context=context, seed=seed)
+    importance: list[dict[str, float]] = []
+    quality, cost, train_quality = cross_validated_predictions(
+        name, data, folds, context=context, seed=seed, importance=importance
+    )
     report = score(name, data, quality, cost, train_quality)
     report["folds"] = folds
+    if importance:
+        report["feature_importance"] = {k: float(np.mean([f[k] for f in importance])) for k in importance[0]}
     return report
 
 

@@ -66,6 +66,35 @@ class LearnedRouter:
         code = np.array([1.0 if _CODE.search(t) else 0.0 for t in texts])[:, None]
         return np.hstack([embedding, length, task, digits, code]).astype(np.float32)
 
+    def feature_groups(self) -> dict[str, slice]:
+        dim = self._coef.shape[1] - len(self._tasks) - 3
+        return {
+            "embedding": slice(0, dim),
+            "length": slice(dim, dim + 1),
+            "task": slice(dim + 1, dim + 1 + len(self._tasks)),
+            "digits": slice(dim + 1 + len(self._tasks), dim + 2 + len(self._tasks)),
+            "code": slice(dim + 2 + len(self._tasks), dim + 3 + len(self._tasks)),
+        }
+
+    def feature_importance(self, data: OutcomeSet, seed: int = 0) -> dict[str, float]:
+        """Permutation importance: how much the Brier score worsens when one feature group is shuffled."""
+        X = self.features(data.texts, data.tasks)
+        columns = [self.models.index(m) for m in data.models if m in self.models]
+        known = np.isfinite(data.quality[:, : len(columns)])
+
+        def brier(features: np.ndarray) -> float:
+            p = 1.0 / (1.0 + np.exp(-(features @ self._coef.T + self._intercept)))[:, columns]
+            return float(np.mean((p[known] - data.quality[:, : len(columns)][known]) ** 2))
+
+        base = brier(X)
+        rng = np.random.default_rng(seed)
+        out = {}
+        for name, cols in self.feature_groups().items():
+            shuffled = X.copy()
+            shuffled[:, cols] = X[rng.permutation(len(X))][:, cols]
+            out[name] = brier(shuffled) - base
+        return out
+
     # -- training ---------------------------------------------------------------------------------------------
 
     def fit(self, data: OutcomeSet) -> None:

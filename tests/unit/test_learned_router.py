@@ -136,3 +136,11 @@ def test_training_data_from_feedback_has_one_known_outcome_per_prompt(train: Out
     learned = LearnedRouter(registry_for(train), RouterContext(static_embed=bag_of_words))
     learned.fit(joined)  # NaN outcomes are masked, not learned as failures
     assert learned.trained_on == 7
+
+
+def test_feature_importance_finds_the_informative_group(router: LearnedRouter, train: OutcomeSet) -> None:
+    importance = router.feature_importance(synthetic(train))
+    assert set(importance) == {"embedding", "length", "task", "digits", "code"}
+    # In the synthetic set the task alone separates who succeeds: shuffling it hurts most.
+    assert max(importance, key=importance.get) in ("task", "embedding")
+    assert importance["task"] > 0

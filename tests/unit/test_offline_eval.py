@@ -123,3 +123,18 @@ def test_cheapest_refuses_a_quality_only_set(train: OutcomeSet) -> None:
     quality_only.cost = np.full_like(quality_only.cost, np.nan)
     with pytest.raises(ValueError, match="needs costs"):
         evaluate_cv("cheapest", quality_only, 2)
+
+
+def test_calibration_on_a_hand_made_case() -> None:
+    from proxy.evaluation.offline import calibration
+
+    actual = np.array([[1.0, 0.0], [1.0, np.nan]])
+    predicted = np.array([[0.9, 0.2], [0.7, 0.5]])
+    report = calibration(actual, predicted, bins=2)
+    # Known pairs: (.9, 1), (.2, 0), (.7, 1) → Brier (.01 + .04 + .09) / 3.
+    assert report["brier"] == pytest.approx(0.14 / 3)
+    assert report["reliability"] == [
+        {"predicted": pytest.approx(0.2), "observed": 0.0, "n": 1},
+        {"predicted": pytest.approx(0.8), "observed": 1.0, "n": 2},
+    ]
+    assert calibration(actual, predicted * 5) is None
