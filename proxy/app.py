@@ -129,52 +129,49 @@ def create_app(settings: AppSettings) -> FastAPI:
             flush_interval_ms=storage.flush_interval_ms,
         )
         await recorder.start()
-        server = None
-        fitter = None
         classifier_settings = registry.router.classifier
-        if classifier_settings.transformer_knn.enabled or classifier_settings.torch_head.enabled:
-            # Loading MiniLM takes seconds: requests meanwhile keep the cheap layers' answer (bounded wait).
-            server = EmbeddingServer()
-            asyncio.get_running_loop().create_task(server.start())
-            if task_model[0] is None:
-                # First start: fit layers 3-4 on the registry's own examples (~15 s), then swap them in.
-                async def fit_registry_model() -> None:
-                    try:
-                        task_model[0] = await _fit_registry_task_model(holder.current.registry, server, model_path)
-                    except Exception as exc:  # noqa: BLE001 - the cheap layers keep serving
-                        log.exception("the task model could not be fitted")
-                        app.state.services.task_model = f"failed: {type(exc).__name__}"
-                        return
-                    holder.rebuild_current()
-                    app.state.services.task_model = "ok"
-
-                fitter = asyncio.get_running_loop().create_task(fit_registry_model())
-        app.state.services = Services(
-            holder, Pipeline(lambda: holder.current, forwarder, recorder, server), recorder, store, data_dir
-        )
-        app.state.services.task_model = "off" if server is None else ("ok" if task_model[0] else "fitting")
+        wants_transformer = classifier_settings.transformer_knn.enabled or classifier_settings.torch_head.enabled
+        server = EmbeddingServer() if wants_transformer else None
+        pipeline = Pipeline(lambda: holder.current, forwarder, recorder)
+        services = Services(holder, pipeline, recorder, store, data_dir)
+        app.state.services = services
+        services.embeddings = "ok" if embedder[0] is not None or not wants_table else "building"
+        services.task_model = "off" if server is None else ("loading" if task_model[0] else "fitting")
         watcher = asyncio.create_task(holder.watch()) if settings.watch_config else None
-        builder = None
-        if wants_table and embedder[0] is None:
-            # Serve at once with the keyword layer; the embedding layer joins when its table is distilled.
-            async def build_table() -> None:
+
+        async def warm_up_models() -> None:
+            # One step after another: transformers' lazy imports are not safe from two threads at once.
+            if services.embeddings == "building":
                 try:
                     embedder[0] = await asyncio.to_thread(StaticEmbedder.load_or_build, data_dir)
+                    holder.rebuild_current()
+                    services.embeddings = "ok"
                 except Exception as exc:  # noqa: BLE001 - the gateway keeps serving on its keyword layer
                     log.exception("the static embedding table could not be built")
-                    app.state.services.embeddings = f"failed: {type(exc).__name__}"
-                    return
-                holder.rebuild_current()
-                app.state.services.embeddings = "ok"
+                    services.embeddings = f"failed: {type(exc).__name__}"
+            if server is None:
+                return
+            try:
+                await server.start()
+                if task_model[0] is None:
+                    # First start: fit layers 3-4 on the registry's own examples (~15 s), then swap them in.
+                    task_model[0] = await _fit_registry_task_model(holder.current.registry, server, model_path)
+                    holder.rebuild_current()
+            except Exception as exc:  # noqa: BLE001 - the cheap layers keep serving
+                log.exception("the classifier's transformer layers could not be set up")
+                services.task_model = f"failed: {type(exc).__name__}"
+                return
+            pipeline.use_embeddings(server)
+            services.task_model = "ok"
 
-            app.state.services.embeddings = "building"
-            builder = asyncio.create_task(build_table())
+        # Serve at once: the cheap layers answer until the models are ready.
+        warmer = asyncio.create_task(warm_up_models())
         log.info("autoroute ready: %d models (%d usable), data in %s", len(registry.models),
                  len(holder.current.available), data_dir)  # fmt: skip
         try:
             yield
         finally:
-            for task in (watcher, builder, fitter):
+            for task in (watcher, warmer):
                 if task is not None:
                     task.cancel()
             if server is not None:

@@ -147,6 +147,10 @@ class Pipeline:
         self._recorder.record(ctx.record("failure"))
         raise _all_failed(errors, ctx.headers(runtime))
 
+    def use_embeddings(self, embeddings: Embeddings) -> None:
+        """Let layers 3-4 run: called once the embedding model is loaded."""
+        self._embeddings = embeddings
+
     async def _classify(self, runtime: Runtime, text: str) -> Classification:
         """Layers 1-2 first; the transformer embedding only when they were unsure and the cascade has layers 3-4."""
         classification = runtime.classifier.classify(text)

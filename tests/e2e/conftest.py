@@ -150,12 +150,15 @@ def start_gateway(
 ) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
-    def start(config_text: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Gateway:
+    def start(
+        config_text: str, env: dict[str, str] | None = None, args: tuple[str, ...] = (), with_table: bool = True
+    ) -> Gateway:
         workdir = tmp_path_factory.mktemp("gateway")
         config = workdir / "config.yaml"
         config.write_text(config_text)
         data_dir = workdir / "data"
-        shutil.copytree(artifacts_dir, data_dir / "artifacts")
+        if with_table:
+            shutil.copytree(artifacts_dir, data_dir / "artifacts")
         port = free_port()
         log = workdir / "gateway.log"
         full_env = _env(env)
