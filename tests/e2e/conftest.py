@@ -91,17 +91,22 @@ class Upstream:
         httpx.delete(f"{self.url}/_fake/requests")
 
 
-@pytest.fixture(scope="session")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+def start_server(command: list[str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """Run `autoroute COMMAND --port P` on a free port and wait for its /health; returns its URL and process."""
     port = free_port()
-    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "fake-upstream", "--port", str(port)],
+            [sys.executable, "-m", "proxy.cli", *command, "--port", str(port)],
             cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     _wait_ready(f"{url}/health", proc, log)
+    return url, proc
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    url, proc = start_server(["fake-upstream"], tmp_path_factory.mktemp("upstream") / "upstream.log")
     yield Upstream(url, proc)
     _stop(proc)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from proxy.cli import build_parser
 from proxy.replay.dataset import ReplaySet, read_records
 from proxy.replay.driver import OnlineSettings, drive
 
-from .conftest import REPO, Gateway, _env, _stop, _wait_ready, free_port
+from .conftest import REPO, Gateway, _stop, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -59,15 +58,8 @@ class ReplayUpstream:
 
 @pytest.fixture(scope="module")
 def replay_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayUpstream]:
-    port = free_port()
     log = tmp_path_factory.mktemp("replay") / "replay-upstream.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "replay-upstream", "--data", str(FIXTURE), "--port", str(port)],
-            cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(f"{url}/health", proc, log)
+    url, proc = start_server(["replay-upstream", "--data", str(FIXTURE)], log)
     yield ReplayUpstream(url, proc)
     _stop(proc)
 
