@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -13,22 +12,14 @@ import numpy as np
 
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
 from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING as SKIPPED
+from router_plugins.classify.training import load_labelled as read_labelled
 from router_plugins.types import Classification
 from router_plugins.registry import load_registry
 
 
 def load_labelled(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if not isinstance(record.get("text"), str) or not isinstance(record.get("task"), str):
-                raise ValueError(f"{path}:{line_no}: each record needs 'text' and 'task'")
-            record.setdefault("accept", [record["task"]])
-            records.append(record)
-    return records
+    """Labelled prompts as scoring records `{text, task, accept}`."""
+    return [{"text": p.text, "task": p.task, "accept": list(p.accept)} for p in read_labelled(path)]
 
 
 def classifier_for(config: Path, data_dir: Path) -> TaskClassifier:

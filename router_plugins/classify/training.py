@@ -33,6 +33,8 @@ class LabelledPrompt:
     origin: Origin = "labelled"
     source: str = ""
     """Where the row came from (a data set name); balancing draws evenly across sources."""
+    accept: tuple[str, ...] = ()
+    """Every label counted as right when scoring a classifier (the task itself when empty)."""
 
 
 def registry_prompts(tasks: Sequence[TaskType]) -> list[LabelledPrompt]:
@@ -46,7 +48,7 @@ def registry_prompts(tasks: Sequence[TaskType]) -> list[LabelledPrompt]:
 
 
 def load_labelled(path: Path, origin: Origin = "labelled") -> list[LabelledPrompt]:
-    """A JSONL file of `{text, task, source?}` records (the format of `tasks/train.jsonl`)."""
+    """A JSONL file of `{text, task, accept?, source?}` records (the format of `tasks/train.jsonl`)."""
     prompts = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
@@ -56,7 +58,8 @@ def load_labelled(path: Path, origin: Origin = "labelled") -> list[LabelledPromp
             text, task = record.get("text"), record.get("task")
             if not isinstance(text, str) or not isinstance(task, str):
                 raise ValueError(f"{path}:{line_no}: each record needs a string 'text' and 'task'")
-            prompts.append(LabelledPrompt(text, task, origin, str(record.get("source") or path.name)))
+            accept = tuple(record.get("accept") or (task,))
+            prompts.append(LabelledPrompt(text, task, origin, str(record.get("source") or path.name), accept))
     return prompts
 
 

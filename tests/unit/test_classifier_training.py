@@ -43,8 +43,8 @@ def test_load_labelled_reads_the_tasks_jsonl_format(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
 
     assert load_labelled(path) == [
-        LabelledPrompt("2+2?", "math", "labelled", "gsm8k"),
-        LabelledPrompt("hi", "chat", "labelled", "train.jsonl"),
+        LabelledPrompt("2+2?", "math", "labelled", "gsm8k", ("math",)),
+        LabelledPrompt("hi", "chat", "labelled", "train.jsonl", ("chat",)),
     ]
     assert load_labelled(path, origin="feedback")[0].origin == "feedback"
 
