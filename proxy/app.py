@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "autoroute.db"
 ARTIFACTS = "artifacts"
+REFIT_CHECK_S = 5.0
+REFIT_AFTER_LABELS = 20
+"""Feedback that names this many new request tasks refits the classifier's layers 3-4 while serving."""
 
 
 @dataclass(frozen=True)
@@ -71,22 +74,30 @@ def _load_task_model(path: Path) -> TaskModel | None:
         return None
 
 
-async def _fit_registry_task_model(registry: Registry, server: EmbeddingServer, path: Path) -> TaskModel:
-    """The classifier's layers 3-4 fitted on the registry's task descriptions and examples alone."""
+async def _fit_task_model(registry: Registry, server: EmbeddingServer, path: Path, data_dir: Path,
+                         store: Store) -> tuple[TaskModel, int]:
+    """Fit the classifier's layers 3-4 on the registry's examples, the kept labelled prompts and the tasks feedback
+    named, embedding through the serving model; returns the model and how many feedback labels it used."""
     from router_plugins.classify.model import fit_task_model
-    from router_plugins.classify.training import registry_prompts
 
-    texts = sorted({p.text for p in registry_prompts(registry.tasks)})
-    vectors = dict(zip(texts, await server.embed(texts)))
+    from .training import classifier_prompts
+
+    prompts = await asyncio.to_thread(classifier_prompts, data_dir, store)
+    loop = asyncio.get_running_loop()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return asyncio.run_coroutine_threadsafe(server.embed(list(texts)), loop).result()
 
     def fit() -> TaskModel:
-        model = fit_task_model(registry.tasks, [], lambda batch: np.stack([vectors[t] for t in batch]))
+        model = fit_task_model(registry.tasks, prompts, embed)
         model.save(path)
         return model
 
     model = await asyncio.to_thread(fit)
-    log.info("task model fitted on %d registry examples and saved to %s", len(texts), path)
-    return model
+    feedback = sum(p.origin == "feedback" for p in prompts)
+    log.info("task model fitted (%s prompts, %d named by feedback) and saved to %s", model.meta.get("prompts"),
+             feedback, path)  # fmt: skip
+    return model, feedback
 
 
 def data_dir_for(registry: Registry, settings: AppSettings) -> Path:
@@ -153,16 +164,37 @@ def create_app(settings: AppSettings) -> FastAPI:
                 return
             try:
                 await server.start()
-                if task_model[0] is None:
-                    # First start: fit layers 3-4 on the registry's own examples (~15 s), then swap them in.
-                    task_model[0] = await _fit_registry_task_model(holder.current.registry, server, model_path)
-                    holder.rebuild_current()
             except Exception as exc:  # noqa: BLE001 - the cheap layers keep serving
-                log.exception("the classifier's transformer layers could not be set up")
+                log.exception("the classifier's transformer model could not be loaded")
                 services.task_model = f"failed: {type(exc).__name__}"
                 return
             pipeline.use_embeddings(server)
-            services.task_model = "ok"
+            fitted_labels = -1
+            while True:
+                # Refit layers 3-4 when there is none yet (first start, ~15 s), when the registry's tasks changed,
+                # or when feedback has named enough new tasks; then swap it in. Checked every REFIT_CHECK_S.
+                current = task_model[0]
+                registry = holder.current.registry
+                labels = len(await asyncio.to_thread(store.task_labels))
+                reason = ("none yet" if current is None else "the registry's tasks changed"
+                          if current.is_stale(registry.tasks) else "new task labels from feedback"
+                          if fitted_labels >= 0 and labels - fitted_labels >= REFIT_AFTER_LABELS else None)  # fmt: skip
+                if reason is not None:
+                    services.task_model = "fitting"
+                    log.info("fitting the task model: %s", reason)
+                    try:
+                        task_model[0], fitted_labels = await _fit_task_model(registry, server, model_path, data_dir,
+                                                                             store)  # fmt: skip
+                        holder.rebuild_current()
+                    except Exception as exc:  # noqa: BLE001 - the last model (or the cheap layers) keeps serving
+                        log.exception("the task model could not be fitted")
+                        services.task_model = f"failed: {type(exc).__name__}"
+                        await asyncio.sleep(REFIT_CHECK_S)
+                        continue
+                elif fitted_labels < 0:
+                    fitted_labels = labels
+                services.task_model = "ok"
+                await asyncio.sleep(REFIT_CHECK_S)
 
         # Serve at once: the cheap layers answer until the models are ready.
         warmer = asyncio.create_task(warm_up_models())

@@ -64,11 +64,11 @@ class PerformanceRecord:
 
 @dataclass(frozen=True, slots=True)
 class FeedbackRecord:
-    """One row of `feedback`: an explicit score sent after the call."""
+    """One row of `feedback`: an explicit score sent after the call, and/or the task the request really was."""
 
     request_id: str
     created_at: float
-    score: float
+    score: float | None
     label: str | None = None
     comment: str | None = None
     source: str = "api"

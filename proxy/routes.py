@@ -112,7 +112,7 @@ async def feedback(request: Request) -> Response:
         data = json.loads(await _body(request))
     except ValueError as exc:
         raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
-    record = _parse_feedback(data)
+    record = _parse_feedback(data, {t.name for t in services.holder.current.registry.tasks})
     try:
         known = await services.recorder.knows(record.request_id)
     except Exception as exc:  # noqa: BLE001 - a store that cannot answer must not turn into a wrong 404
@@ -125,35 +125,50 @@ async def feedback(request: Request) -> Response:
     if not services.recorder.record(record):
         raise ApiError(503, "The feedback queue is full; retry shortly.", type="server_error", code="queue_full")
     return JSONResponse(
-        {"object": "feedback", "request_id": record.request_id, "score": record.score, "status": "recorded"}
+        {"object": "feedback", "request_id": record.request_id, "score": record.score, **record.extra,
+         "status": "recorded"}
     )
 
 
-def _parse_feedback(data: Any) -> FeedbackRecord:
+def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
     if not isinstance(data, dict):
         raise bad_request("The body must be a JSON object.")
-    unknown = set(data) - {"request_id", "score", "thumbs", "comment", "label"}
+    unknown = set(data) - {"request_id", "score", "thumbs", "comment", "label", "task"}
     if unknown:
         raise bad_request(f"Unrecognized field: {sorted(unknown)[0]}", param=sorted(unknown)[0], code="unknown_parameter")
     request_id = data.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise bad_request("'request_id' is required: the x-autoroute-request-id of the call.", param="request_id")
+    task = data.get("task")
+    if task is not None and task not in task_names:
+        raise bad_request(
+            f"'task' must be one of the registry's task types: {', '.join(sorted(task_names))}.", param="task",
+            code="unknown_task",
+        )  # fmt: skip
     score, thumbs = data.get("score"), data.get("thumbs")
-    if (score is None) == (thumbs is None):
-        raise bad_request("Send exactly one of 'score' (0..1) or 'thumbs' ('up' or 'down').", param="score")
+    if score is not None and thumbs is not None or (score is None and thumbs is None and task is None):
+        raise bad_request(
+            "Send exactly one of 'score' (0..1) or 'thumbs' ('up' or 'down'), and/or the request's right 'task'.",
+            param="score",
+        )  # fmt: skip
     label = data.get("label")
     if thumbs is not None:
         if thumbs not in ("up", "down"):
             raise bad_request("'thumbs' must be 'up' or 'down'.", param="thumbs")
         score, label = (1.0 if thumbs == "up" else 0.0), label or f"thumbs_{thumbs}"
-    elif isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 1:
+    elif score is not None and not _is_unit_number(score):
         raise bad_request("'score' must be a number from 0 to 1.", param="score")
     comment = data.get("comment")
     if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS):
         raise bad_request(f"'comment' must be a string of at most {MAX_COMMENT_CHARS} characters.", param="comment")
     if label is not None and (not isinstance(label, str) or len(label) > 100):
         raise bad_request("'label' must be a short string.", param="label")
-    return FeedbackRecord(request_id, time.time(), float(score), label, comment, "api")
+    extra = {"task": task} if task is not None else {}
+    return FeedbackRecord(request_id, time.time(), None if score is None else float(score), label, comment, "api", extra)
+
+
+def _is_unit_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
 
 
 @router.get("/health/liveness")

@@ -70,6 +70,14 @@ class Store(Protocol):
         """Served decisions that got explicit feedback: prompt text, task, model, mean score, its cost."""
         ...
 
+    def task_labels(self, limit: int = 50_000) -> list[tuple[str, str]]:
+        """(prompt text, task) of requests whose feedback named their right task, newest label first."""
+        ...
+
+    def latency_samples(self, limit: int = 200_000) -> list[tuple[str, int, float]]:
+        """Successful attempts, newest first: (model, prompt chars, latency ms), what latency is learned from."""
+        ...
+
     def check_writable(self) -> None:
         """Raise if a write transaction cannot be started right now (readiness probe)."""
         ...
@@ -311,12 +319,34 @@ class SQLiteStore(Store):
                      WHERE p.request_id = d.request_id AND p.model = d.selected_model AND p.outcome != 'failure'
                      ORDER BY p.attempt DESC LIMIT 1) AS cost_usd
             FROM {DECISIONS} d JOIN {FEEDBACK} f ON f.request_id = d.request_id
-            WHERE d.status != 'failure' AND d.prompt_text IS NOT NULL
+            WHERE d.status != 'failure' AND d.prompt_text IS NOT NULL AND f.score IS NOT NULL
             GROUP BY d.request_id ORDER BY d.created_at DESC LIMIT ?"""
         with self._lock:
             cursor = self._db.execute(sql, [limit])
             columns = [c[0] for c in cursor.description]
             return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def task_labels(self, limit: int = 50_000) -> list[tuple[str, str]]:
+        sql = f"""
+            SELECT d.prompt_text, json_extract(f.extra, '$.task') AS task
+            FROM {FEEDBACK} f JOIN {DECISIONS} d ON d.request_id = f.request_id
+            WHERE json_extract(f.extra, '$.task') IS NOT NULL AND d.prompt_text IS NOT NULL
+            ORDER BY f.created_at DESC, f.id DESC LIMIT ?"""
+        with self._lock:
+            rows = self._db.execute(sql, [limit]).fetchall()
+        latest: dict[str, str] = {}
+        for text, task in rows:  # the newest label of a prompt wins
+            latest.setdefault(text, task)
+        return list(latest.items())
+
+    def latency_samples(self, limit: int = 200_000) -> list[tuple[str, int, float]]:
+        sql = f"""
+            SELECT p.model, COALESCE(d.prompt_chars, 0), p.latency_ms
+            FROM {PERFORMANCE} p JOIN {DECISIONS} d ON d.request_id = p.request_id
+            WHERE p.outcome = 'success' AND p.latency_ms IS NOT NULL
+            ORDER BY p.created_at DESC LIMIT ?"""
+        with self._lock:
+            return [(str(m), int(c), float(v)) for m, c, v in self._db.execute(sql, [limit]).fetchall()]
 
     def _select(self, table: str, request_id: str, *, order_by: str | None) -> list[dict[str, Any]]:
         with self._lock:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from router_plugins.classify import StaticEmbedder
+from router_plugins.classify.training import LabelledPrompt, load_labelled
 from router_plugins.outcomes import OutcomeSet, concatenate, from_feedback, load_outcomes
 from router_plugins.registry import load_registry
 from router_plugins.routers import LearnedRouter, RouterContext
 
 from .evaluation.offline import evaluate_cv
-from .store import open_store
+from .store import Store, open_store
 
 ARTIFACTS = "artifacts"
 DB_FILE = "autoroute.db"
+LABELLED_FILE = "task-labelled.jsonl"
+"""The labelled prompts `train-classifier` was given, kept so that a refit while serving uses them again."""
 
 
 def training_set(config: Path, data_files: list[Path], data_dir: Path) -> OutcomeSet:
@@ -49,21 +53,49 @@ def train(config: Path, data_files: list[Path], data_dir: Path, folds: int = 5) 
         report["cv"]["best_single"] = cv["best_single"]
     router = LearnedRouter(registry, context)
     router.fit(data)
+    db = data_dir / DB_FILE
+    if db.exists():
+        store = open_store(str(db))
+        try:
+            router.fit_latency(store.latency_samples())
+        finally:
+            store.close()
+    report["latency_measured"] = {m: n for m, (_, _, n) in sorted(router.latency.items())}
     path = router.save(data_dir / ARTIFACTS, extra={"cv": report.get("cv")})
     report.update(artifact=str(path), version=router.version, seconds=round(time.perf_counter() - started, 2))
     return report
 
 
+def classifier_prompts(data_dir: Path, store: Store | None) -> list[LabelledPrompt]:
+    """What layers 3-4 learn from beside the registry: the kept labelled files, then tasks named by feedback."""
+    kept = data_dir / ARTIFACTS / LABELLED_FILE
+    prompts = load_labelled(kept) if kept.exists() else []
+    if store is not None:
+        prompts += [LabelledPrompt(text, task, "feedback", "feedback") for text, task in store.task_labels()]
+    return prompts
+
+
 def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path) -> dict[str, Any]:
-    """Fit the classifier's layers 3-4 (transformer kNN + head) on the registry's examples and labelled prompts."""
+    """Fit the classifier's layers 3-4 (transformer kNN + head) on the registry's examples, labelled prompts and
+    the tasks feedback named; the labelled files are kept in the data directory for later refits."""
     from router_plugins.classify.model import MODEL_FILE, fit_task_model
-    from router_plugins.classify.training import load_labelled
     from router_plugins.embeddings import EmbeddingCache
 
     started = time.perf_counter()
     registry = load_registry(config)
-    prompts = [p for path in labelled_files for p in load_labelled(path)]
+    given = [p for path in labelled_files for p in load_labelled(path)]
+    if given:
+        (data_dir / ARTIFACTS).mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps({"text": p.text, "task": p.task, "accept": list(p.accept), "source": p.source}) + "\n"
+                        for p in given)  # fmt: skip
+        (data_dir / ARTIFACTS / LABELLED_FILE).write_text(lines, encoding="utf-8")
+    store = open_store(str(data_dir / DB_FILE)) if (data_dir / DB_FILE).exists() else None
+    try:
+        prompts = classifier_prompts(data_dir, store)
+    finally:
+        if store is not None:
+            store.close()
     model = fit_task_model(registry.tasks, prompts, EmbeddingCache(data_dir / "cache").embed)
     path = model.save(data_dir / ARTIFACTS / MODEL_FILE)
-    return {"artifact": str(path), "labelled": len(prompts), "tasks": list(model.tasks),
-            "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+    return {"artifact": str(path), "labelled": len(given), "feedback": sum(p.origin == "feedback" for p in prompts),
+            "tasks": list(model.tasks), "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip

@@ -4,7 +4,8 @@ Features: the prompt's static embedding (distilled MiniLM table, ~0.2 ms; on the
 scores within 0.003 AIQ of the full transformer, at a hundredth of the cost), its log length, its task, and
 digit/code markers. Quality: one logistic regression per model on soft labels (the best of the families
 compared in docs/EVALUATION.md). Cost: per model, a linear fit of the recorded cost on prompt length, or the
-registry's prices when nothing was recorded. Latency: the registry's prior until measurements exist.
+registry's prices when nothing was recorded. Latency: per model, log latency fitted on log prompt length from the
+gateway's own measurements, shrunk toward the registry's prior while measurements are few.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .base import Prediction, PromptBatch, RouterContext
 ARTIFACT_FORMAT = "autoroute-learned-v1"
 POINTER_FILE = "learned-current.json"
 EXPECTED_COMPLETION_TOKENS = 300
+LATENCY_PRIOR_WEIGHT = 10.0
+"""How many measurements the registry's latency prior is worth: with n measured calls the fit gets n / (n + 10)."""
 REGULARISATION_C = 1.0
 _DIGIT = re.compile(r"\d")
 _CODE = re.compile(r"```|\bdef |\breturn\b|\{|;\n|\bfunction\b|\bclass ")
@@ -48,6 +51,8 @@ class LearnedRouter:
         self._cost_coef = np.zeros((0, 2))
         self._counts = np.zeros(0)
         """Known outcomes per model in training; a model with none is predicted by its registry prior."""
+        self.latency: dict[str, tuple[float, float, int]] = {}
+        """Per model (a, b, n): log latency_ms ≈ a + b·log1p(prompt chars), fitted on n measured calls."""
         self.version = "unfitted"
         self.trained_on = 0
 
@@ -126,6 +131,34 @@ class LearnedRouter:
         self.trained_on = len(data)
         self.version = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + f"-n{len(data)}"
 
+    def fit_latency(self, samples: Sequence[tuple[str, int, float]]) -> None:
+        """Fit each model's latency on measured calls: (model, prompt chars, latency ms) of successful attempts."""
+        by_model: dict[str, list[tuple[int, float]]] = {}
+        for model, chars, latency_ms in samples:
+            if latency_ms is not None and latency_ms > 0:
+                by_model.setdefault(model, []).append((int(chars or 0), float(latency_ms)))
+        fitted = {}
+        for model, rows in by_model.items():
+            x = np.log1p(np.array([c for c, _ in rows], dtype=np.float64))
+            y = np.log(np.array([v for _, v in rows]))
+            if len(rows) >= 3 and np.ptp(x) > 0.5:
+                b, a = np.polyfit(x, y, 1)
+                b = float(np.clip(b, 0.0, 1.0))  # longer prompts never answer faster; at most proportionally slower
+                a = float(np.mean(y) - b * np.mean(x))
+            else:
+                a, b = float(np.mean(y)), 0.0
+            fitted[model] = (a, b, len(rows))
+        self.latency = fitted
+
+    def predict_latency(self, model: ModelEntry, chars: float) -> float:
+        """Expected latency in ms: the measured fit blended with the registry's prior by the count of measurements."""
+        prior = float(np.log(max(model.latency_ms, 1.0)))
+        if model.name not in self.latency:
+            return model.latency_ms
+        a, b, n = self.latency[model.name]
+        weight = n / (n + LATENCY_PRIOR_WEIGHT)
+        return float(np.exp(weight * (a + b * np.log1p(chars)) + (1 - weight) * prior))
+
     # -- prediction -------------------------------------------------------------------------------------------
 
     def predict(self, prompts: PromptBatch) -> Prediction:
@@ -163,7 +196,7 @@ class LearnedRouter:
                 quality[k] = candidate.prior_quality(task.task)
                 cost[k] = _price_estimate(candidate, np.array([float(len(text))]))[0]
         cost = np.nan_to_num(cost, nan=float(np.nanmax(cost)) if np.isfinite(cost).any() else 0.0)
-        latency = np.array([c.latency_ms for c in usable], dtype=np.float64)
+        latency = np.array([self.predict_latency(c, len(text)) for c in usable], dtype=np.float64)
         keep = np.ones(len(usable), dtype=bool)
         if request.min_quality is not None:
             keep &= quality >= request.min_quality
@@ -200,7 +233,7 @@ class LearnedRouter:
         path = directory / f"learned-{self.version}.npz"
         meta = {
             "format": ARTIFACT_FORMAT, "version": self.version, "models": list(self.models), "tasks": self._tasks,
-            "trained_on": self.trained_on, **(extra or {}),
+            "trained_on": self.trained_on, "latency": {m: list(v) for m, v in self.latency.items()}, **(extra or {}),
         }  # fmt: skip
         _atomic_write(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,
                                                counts=self._counts, meta=np.array(json.dumps(meta))))  # fmt: skip
@@ -217,6 +250,7 @@ class LearnedRouter:
             self._counts = data["counts"]
         self.models, self._tasks = tuple(meta["models"]), list(meta["tasks"])
         self.version, self.trained_on = meta["version"], int(meta.get("trained_on", 0))
+        self.latency = {m: (float(a), float(b), int(n)) for m, (a, b, n) in meta.get("latency", {}).items()}
 
 
 def current_artifact(directory: Path) -> Path | None:

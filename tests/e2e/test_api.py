@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
@@ -28,6 +29,14 @@ def test_feedback_is_stored_and_linked(gateway: Gateway) -> None:
     assert [(r["score"], r["label"], r["comment"]) for r in rows] == [(0.8, None, "ok"), (0.0, "thumbs_down", None)]
 
 
+def test_feedback_can_name_the_right_task(gateway: Gateway) -> None:
+    request_id = _chat(gateway, "zxq blorp")
+    response = httpx.post(f"{gateway.base_url}/feedback", json={"request_id": request_id, "task": "math"})
+    assert response.status_code == 200 and response.json()["task"] == "math" and response.json()["score"] is None
+    (row,) = gateway.wait_rows("SELECT score, extra FROM feedback WHERE request_id = ?", (request_id,), count=1)
+    assert row["score"] is None and json.loads(row["extra"]) == {"task": "math"}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param"),
     [
@@ -38,6 +47,7 @@ def test_feedback_is_stored_and_linked(gateway: Gateway) -> None:
         ({"request_id": "X", "thumbs": "sideways"}, 400, "thumbs"),
         ({"request_id": "X", "score": 1, "thumbs": "up"}, 400, "score"),
         ({"request_id": "X"}, 400, "score"),
+        ({"request_id": "X", "task": "astrology"}, 400, "task"),
         ({"score": 1}, 400, "request_id"),
     ],
 )

@@ -10,9 +10,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -214,3 +216,29 @@ def test_a_first_start_builds_the_table_then_fits_layers_3_and_4_and_uses_them(
         )
         seen.append([a["layer"] for a in json.loads(decision["layer_attempts"])])
     assert any(layers[:3] == ["keywords", "static_embedding", "transformer_knn"] for layers in seen), seen
+
+    # The registry's tasks change (an edited description): layers 3-4 are refitted while serving and swapped in.
+    model_file = gateway.data_dir / "artifacts" / "task-model-v1.npz"
+    before = np.load(model_file)["tasks_fingerprint"].item()
+    tasks = resources.files("router_plugins").joinpath("data/default_tasks.yaml").read_text(encoding="utf-8")
+    edited = tasks.replace("description: Write new code,", "description: Write brand new code,", 1)
+    assert edited != tasks
+    gateway.config.write_text(text + "\ntasks:\n" + edited.split("\ntasks:\n", 1)[1])
+    deadline = time.monotonic() + 120
+    while np.load(model_file)["tasks_fingerprint"].item() == before:
+        assert time.monotonic() < deadline, "the task model was not refitted after the registry's tasks changed"
+        time.sleep(1)
+
+    # Feedback naming the right task of 20 requests refits them in too: the reference set now holds them.
+    ids = []
+    for i in range(20):
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": f"zorblax quibble number {i}"}]
+        )
+        ids.append(raw.headers["x-autoroute-request-id"])
+    for request_id in ids:
+        assert httpx.post(f"{gateway.base_url}/feedback", json={"request_id": request_id, "task": "math"}).status_code == 200
+    deadline = time.monotonic() + 120
+    while "math/feedback" not in json.loads(str(np.load(model_file)["meta"]))["counts"]:
+        assert time.monotonic() < deadline, "feedback task labels were not used"
+        time.sleep(1)

@@ -144,3 +144,35 @@ def test_feature_importance_finds_the_informative_group(router: LearnedRouter, t
     # In the synthetic set the task alone separates who succeeds: shuffling it hurts most.
     assert max(importance, key=importance.get) in ("task", "embedding")
     assert importance["task"] > 0
+
+
+def _latencies(router: LearnedRouter, text: str) -> dict[str, float]:
+    request = ChatRequest("r", "auto", ({"role": "user", "content": text},), preference="latency")
+    decision = router.route(request, Classification("math", 1.0, "keywords"), router._registry.models)
+    assert decision is not None
+    return {c.model: c.latency_ms for c in decision.alternatives}
+
+
+def test_measured_latency_replaces_the_prior_and_moves_the_latency_choice(router: LearnedRouter) -> None:
+    text = "What is 3 times 9 plus 4?"
+    assert set(_latencies(router, text).values()) == {1000.0}, "before measurements: the registry prior"
+    # small is measured slow (and slower for long prompts), mid fast: the latency preference now picks mid.
+    samples = [("small", chars, 8000.0 * (1 + chars / 1000)) for chars in range(10, 2000, 20)]
+    samples += [("mid", chars, 150.0) for chars in range(10, 2000, 20)]
+    router.fit_latency(samples)
+    latencies = _latencies(router, text)
+    assert latencies["small"] > 4000 and latencies["mid"] < 250 and latencies["big"] == 1000.0
+    assert _route(router, text, "math", "latency")[0] == "mid"
+    long_prompt = _latencies(router, text + " and explain" * 300)
+    assert long_prompt["small"] > latencies["small"], "latency grows with the prompt"
+
+
+def test_few_latency_measurements_are_shrunk_to_the_prior(router: LearnedRouter, train: OutcomeSet, tmp_path: Path) -> None:
+    router.fit_latency([("mid", 30, 10_000.0)])
+    one = _latencies(router, "What is 2 plus 2?")["mid"]
+    assert 1000.0 < one < 10_000.0 * 0.5, "one measurement is worth a tenth of the prior's weight in log space"
+    router.fit_latency([("mid", 30, 10_000.0)] * 200)
+    assert _latencies(router, "What is 2 plus 2?")["mid"] > 8000
+    loaded = LearnedRouter(registry_for(train), RouterContext(static_embed=bag_of_words))
+    loaded.load(router.save(tmp_path))
+    assert loaded.latency == router.latency

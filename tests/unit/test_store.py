@@ -308,3 +308,28 @@ def test_open_store(tmp_path: Path) -> None:
         open_store("postgresql://user@localhost/autoroute")
     with pytest.raises(ValueError):
         open_store("mysql://localhost/x")
+
+
+def test_labelled_outcomes_and_latency_samples(store: SQLiteStore) -> None:
+    store.write_batch([
+        decision("a", selected_model="model-2", prompt_chars=100), perf("a", 1, outcome="failure", latency_ms=5.0),
+        perf("a", 2, latency_ms=250.0, cost_usd=0.003),
+        FeedbackRecord("a", 1.0, 0.2), FeedbackRecord("a", 2.0, 0.6),
+        decision("b", prompt_chars=7, prompt_text=None), perf("b", 1, latency_ms=80.0),
+        decision("c", status="failure"), perf("c", 1, outcome="failure"), FeedbackRecord("c", 3.0, 1.0),
+    ])  # fmt: skip
+    (row,) = store.labelled_outcomes()
+    assert row["request_id"] == "a" and row["model"] == "model-2" and row["cost_usd"] == 0.003
+    assert row["quality"] == pytest.approx(0.4), "the mean of the scores sent"
+    assert sorted(store.latency_samples()) == [("model-1", 7, 80.0), ("model-2", 100, 250.0)], "successes only"
+
+
+def test_task_labels_take_the_newest_label_of_each_prompt(store: SQLiteStore) -> None:
+    store.write_batch([
+        decision("a", prompt_text="integrate x squared"), FeedbackRecord("a", 1.0, None, extra={"task": "writing"}),
+        FeedbackRecord("a", 2.0, None, extra={"task": "math"}), FeedbackRecord("a", 3.0, 0.9),
+        decision("b", prompt_text=None), FeedbackRecord("b", 1.0, None, extra={"task": "coding"}),
+        decision("c", prompt_text="fix my loop"), FeedbackRecord("c", 1.0, None, extra={"task": "debugging"}),
+    ])  # fmt: skip
+    assert sorted(store.task_labels()) == [("fix my loop", "debugging"), ("integrate x squared", "math")]
+    assert store.labelled_outcomes()[0]["quality"] == 0.9, "a task label alone is not a score"
