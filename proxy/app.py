@@ -19,12 +19,15 @@ from starlette.responses import Response
 from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.model import MODEL_FILE, TaskModel
 from router_plugins.classify.static_embedding import TABLE_FILE
+from router_plugins.routers import RouterContext
 from router_plugins.routers.learned import POINTER_FILE
 from router_plugins.serving import EmbeddingServer
 from router_plugins.registry import Registry, load_registry
 
 from .errors import ApiError, internal_error
 from .forward import Forwarder
+from .learning import LearningLoop
+from .tuning import POINTER_FILE as THRESHOLDS_POINTER
 from .pipeline import Pipeline
 from .recorder import Recorder
 from .routes import router as api_router
@@ -61,6 +64,7 @@ class Services:
     """`building` while the static embedding table is being distilled in the background."""
     task_model: str = "off"
     """The classifier's layers 3-4: `fitting` at first start, `ok`, `off` when disabled."""
+    learning: LearningLoop | None = None
 
 
 def _load_task_model(path: Path) -> TaskModel | None:
@@ -122,16 +126,23 @@ def create_app(settings: AppSettings) -> FastAPI:
         model_path = data_dir / ARTIFACTS / MODEL_FILE
         task_model: list[TaskModel | None] = [await asyncio.to_thread(_load_task_model, model_path)]
 
+        store = open_store(str(data_dir / DB_FILE))
+        holder_ref: list[RuntimeHolder] = []
+        learning = LearningLoop(
+            lambda: holder_ref[0].current.registry, store, data_dir / ARTIFACTS,
+            lambda: RouterContext(static_embed=embedder[0].embed) if embedder[0] is not None else None,
+        )  # fmt: skip
+
         def rebuild(new: Registry):  # noqa: ANN202 - a closure over this app's shared parts
             return build_runtime(
                 forwarder.resolve_prices(new), embedder[0], forwarder.has_credentials, artifacts=data_dir / ARTIFACTS,
-                task_model=task_model[0],
+                task_model=task_model[0], winrate=learning.current,
             )  # fmt: skip
 
         holder = RuntimeHolder(settings.config_path, rebuild(registry), rebuild)
-        holder.artifact_pointer = data_dir / ARTIFACTS / POINTER_FILE
+        holder_ref.append(holder)
+        holder.artifact_pointers = (data_dir / ARTIFACTS / POINTER_FILE, data_dir / ARTIFACTS / THRESHOLDS_POINTER)
         holder.check_artifact()
-        store = open_store(str(data_dir / DB_FILE))
         storage = registry.storage
         recorder = Recorder(
             store,
@@ -144,11 +155,12 @@ def create_app(settings: AppSettings) -> FastAPI:
         wants_transformer = classifier_settings.transformer_knn.enabled or classifier_settings.torch_head.enabled
         server = EmbeddingServer() if wants_transformer else None
         pipeline = Pipeline(lambda: holder.current, forwarder, recorder)
-        services = Services(holder, pipeline, recorder, store, data_dir)
+        services = Services(holder, pipeline, recorder, store, data_dir, learning=learning)
         app.state.services = services
         services.embeddings = "ok" if embedder[0] is not None or not wants_table else "building"
         services.task_model = "off" if server is None else ("loading" if task_model[0] else "fitting")
         watcher = asyncio.create_task(holder.watch()) if settings.watch_config else None
+        background = [asyncio.create_task(learning.run_aggregator()), asyncio.create_task(learning.run_trainer())]
 
         async def warm_up_models() -> None:
             # One step after another: transformers' lazy imports are not safe from two threads at once.
@@ -203,7 +215,7 @@ def create_app(settings: AppSettings) -> FastAPI:
         try:
             yield
         finally:
-            for task in (watcher, warmer):
+            for task in (watcher, warmer, *background):
                 if task is not None:
                     task.cancel()
             if server is not None:

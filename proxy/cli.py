@@ -126,6 +126,84 @@ def _train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from router_plugins.registry import load_registry
+    from router_plugins.schema import ConfigError
+
+    from .evaluation.ab import parse_since
+    from .training import ARTIFACTS, DB_FILE
+    from .tuning import (
+        apply_thresholds, current_thresholds, format_report, load_tuned_thresholds, read_events, save_thresholds,
+        tune,
+    )  # fmt: skip
+
+    try:
+        registry = load_registry(args.config)
+        since = parse_since(args.since, time.time()) if args.since else None
+    except (ConfigError, ValueError) as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir or registry.storage.data_dir).expanduser().resolve()
+    tuned = load_tuned_thresholds(data_dir / ARTIFACTS) or {}
+    current = current_thresholds(apply_thresholds(registry, tuned))
+    try:
+        report = tune(read_events(data_dir / DB_FILE, since), current, target_precision=args.target_precision,
+                      min_events=args.min_events, truth=args.truth, since=since)  # fmt: skip
+    except ValueError as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report, {layer: "tuned" if layer in tuned else "config" for layer in current}))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    if args.dry_run:
+        print("dry run: no thresholds written")
+        return 0
+    path = save_thresholds(data_dir / ARTIFACTS, report, previous=tuned)
+    print(f"wrote {path} (a running gateway uses it once it reloads its runtime)")
+    return 0
+
+
+def _report_ab(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from router_plugins.registry import load_registry
+    from router_plugins.schema import ConfigError
+
+    from .evaluation.ab import ab_report, format_ab_report, parse_since
+    from .store import SQLiteStore
+    from .training import DB_FILE
+
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+        data_dir = Path(args.data_dir or load_registry(args.config).storage.data_dir).expanduser().resolve()
+    except (ConfigError, ValueError) as exc:
+        print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    if not 0.0 < args.alpha < 1.0:
+        print(f"autoroute: --alpha must be in (0, 1), got {args.alpha}", file=sys.stderr)
+        return 2
+    db = data_dir / DB_FILE
+    if not db.exists():  # opening would create an empty store
+        print(f"autoroute: no store at {db}", file=sys.stderr)
+        return 2
+    store = SQLiteStore(db)
+    try:
+        rows = store.ab_outcomes(since)
+    finally:
+        store.close()
+    report = ab_report(rows, metric=args.metric, alpha=args.alpha, since=since)
+    print(format_ab_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoroute", description="OpenAI-compatible routing gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +244,30 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--labelled", nargs="*", default=[], help="JSONL of {text, task} (beside the registry's examples)")
     classifier.add_argument("--data-dir", default="autoroute-data")
     classifier.set_defaults(func=_train_classifier)
+
+    tuning = commands.add_parser("tune", help="propose classifier thresholds from logged decisions; write them")
+    tuning.add_argument("--dry-run", action="store_true", help="show the table, write nothing")
+    tuning.add_argument("--config", default="config.yaml")
+    tuning.add_argument("--data-dir", help="overrides storage.data_dir of the config")
+    tuning.add_argument("--since", help="only decisions from then on: Unix seconds, ISO date/time (UTC) or 24h, 7d")
+    tuning.add_argument("--target-precision", type=float, default=0.9, help="(default: %(default)s)")
+    tuning.add_argument("--min-events", type=int, default=30, help="judged events a layer needs (default: %(default)s)")
+    tuning.add_argument("--truth", choices=["feedback", "any"], default="any",
+                        help="feedback: only tasks named by feedback; any: also the task a later layer accepted")  # fmt: skip
+    tuning.add_argument("--json", help="write the full report here")
+    tuning.set_defaults(func=_tune)
+
+    report = commands.add_parser("report", help="reports over the logged decisions")
+    reports = report.add_subparsers(dest="report_command", required=True)
+    ab = reports.add_parser("ab", help="A/B test: control (static rules) vs treatment (learned routers)")
+    ab.add_argument("--since", help="only decisions from then on: Unix seconds, ISO date/time (UTC) or 24h, 7d, 30m")
+    ab.add_argument("--json", help="write the full report here")
+    ab.add_argument("--config", default="config.yaml", help="its storage.data_dir locates the store")
+    ab.add_argument("--data-dir", help="overrides storage.data_dir of the config")
+    ab.add_argument("--metric", choices=["quality", "success"], default="quality",
+                    help="primary metric of the sequential stopping rule (default: %(default)s)")  # fmt: skip
+    ab.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
+    ab.set_defaults(func=_report_ab)
 
     build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")
     build.add_argument("--data-dir", default="autoroute-data")

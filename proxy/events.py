@@ -37,6 +37,10 @@ class DecisionRecord:
     prompt_chars: int
     prompt_text: str | None = None
     ab_arm: str | None = None
+    """`control` or `treatment` in an A/B split, `shadow` when the chain only decided beside static rules."""
+    counterfactual_model: str | None = None
+    """In an A/B test, the model the other side (or the shadow chain) would have chosen."""
+    counterfactual_router: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,4 +79,18 @@ class FeedbackRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Record = DecisionRecord | PerformanceRecord | FeedbackRecord
+@dataclass(frozen=True, slots=True)
+class LearningEvent:
+    """One row of `learning_events`: the background loop's promotions, rejections and aggregations."""
+
+    created_at: float
+    kind: str
+    """`promotion`, `rejection` (champion/challenger) or `aggregation` (win rates recomputed)."""
+    router: str
+    version: str
+    champion_version: str | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+Record = DecisionRecord | PerformanceRecord | FeedbackRecord | LearningEvent

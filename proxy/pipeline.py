@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from router_plugins.registry import ModelEntry
+from router_plugins.routers import Router, WinRateRouter
 from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
 
 from .errors import ApiError, model_not_found
@@ -58,9 +60,12 @@ class CallContext:
     prompt_text: str | None
     attempts: int = 0
     served_by: str | None = None
+    ab_arm: str | None = None
+    counterfactual: RouteDecision | None = None
 
     def headers(self, runtime: Runtime) -> dict[str, str]:
-        return {
+        arm = {"x-autoroute-arm": self.ab_arm} if self.ab_arm else {}
+        return arm | {
             "x-autoroute-request-id": self.request.request_id,
             "x-autoroute-model": self.served_by or self.decision.model,
             "x-autoroute-task": self.classification.task,
@@ -92,6 +97,9 @@ class CallContext:
             attempts=self.attempts,
             prompt_chars=r.prompt_chars(),
             prompt_text=self.prompt_text,
+            ab_arm=self.ab_arm,
+            counterfactual_model=self.counterfactual.model if self.counterfactual else None,
+            counterfactual_router=self.counterfactual.router if self.counterfactual else None,
         )
 
 
@@ -168,8 +176,10 @@ class Pipeline:
         text = request.last_user_text()
         # A named model is only labelled for the record: the cheap layers suffice, no transformer on its path.
         classification = await self._classify(runtime, text) if request.is_auto else runtime.classifier.classify(text)
+        routed = None
         if request.is_auto:
-            decision = self._route(runtime, request, classification)
+            routed = self._route(runtime, request, classification)
+            decision = routed.decision
         else:
             model = runtime.registry.model(request.requested_model)
             if model is None or not model.enabled:
@@ -197,35 +207,28 @@ class Pipeline:
             text = request.last_user_text()
             if storage.prompt_text == "truncated":
                 text = text[: storage.truncate_chars]
-        return CallContext(request, created_at, started, classification, decision, text)
+        ctx = CallContext(request, created_at, started, classification, decision, text)
+        if routed is not None and routed.arm is not None:
+            ctx.ab_arm = routed.arm
+            ctx.counterfactual = routed.counterfactual
+        return ctx
 
     @staticmethod
-    def _route(runtime: Runtime, request: ChatRequest, classification: Classification) -> RouteDecision:
-        undecided = []
-        for router in runtime.routers:
-            decision = router.route(request, classification, runtime.available)
-            if decision is not None:
-                notes = [runtime.routing_note] if runtime.routing_note else []
-                notes += [f"{name} could not decide" for name in undecided]
-                if notes:
-                    decision = replace(decision, reason=f"{decision.reason}; {'; '.join(notes)}")
-                return decision
-            undecided.append(router.name)
-        if request.max_cost_per_1k is not None or request.min_quality is not None:
-            raise ApiError(
-                400,
-                f"No available model meets this request's constraints for task '{classification.task}' "
-                f"(max_cost_per_1k={request.max_cost_per_1k}, min_quality={request.min_quality}).",
-                param="autoroute",
-                code="no_model_satisfies_constraints",
-            )
-        raise ApiError(
-            503,
-            "No backend is available for this request: every model in the registry is disabled, lacks "
-            "credentials, or cannot serve it (tools, context window).",
-            type="server_error",
-            code="no_backend_available",
-        )
+    def _route(runtime: Runtime, request: ChatRequest, classification: Classification) -> Routed:
+        """The chain's choice, explored within the budget; under an A/B test, the arm's choice and the other's."""
+        ab = runtime.registry.learning.ab
+        if ab.mode == "off":
+            return Routed(_explored(runtime, request, classification)[0])
+        control = _decide_with(runtime, (runtime.control,), request, classification)
+        treatment, probabilities = _explored(runtime, request, classification)
+        if ab.mode == "shadow":
+            return Routed(control, "shadow", treatment)
+        share = ab.treatment_share
+        in_treatment = _unit_hash(request.request_id) < share
+        served, other = (treatment, control) if in_treatment else (control, treatment)
+        # The logging policy is the mixture of both arms: what off-policy evaluation needs as the propensity.
+        propensity = share * probabilities.get(served.model, 0.0) + (1 - share) * (served.model == control.model)
+        return Routed(replace(served, propensity=propensity), "treatment" if in_treatment else "control", other)
 
     def _record_attempt(
         self,
@@ -273,6 +276,62 @@ class Pipeline:
         self._record_attempt(ctx, model, outcome, started, ttft_ms, usage, error)
         if outcome != "success":
             self._recorder.record(ctx.record(outcome))
+
+
+@dataclass(frozen=True)
+class Routed:
+    decision: RouteDecision
+    arm: str | None = None
+    counterfactual: RouteDecision | None = None
+
+
+def _decide_with(
+    runtime: Runtime, routers: Sequence[Router], request: ChatRequest, classification: Classification
+) -> RouteDecision:
+    """The first decision of `routers`, noting the routers that could not decide (and why the chain is short)."""
+    undecided = []
+    for router in routers:
+        if isinstance(router, WinRateRouter):
+            decision = router.greedy_route(request, classification, runtime.available)
+        else:
+            decision = router.route(request, classification, runtime.available)
+        if decision is not None:
+            notes = [runtime.routing_note] if runtime.routing_note else []
+            notes += [f"{name} could not decide" for name in undecided]
+            if notes:
+                decision = replace(decision, reason=f"{decision.reason}; {'; '.join(notes)}")
+            return decision
+        undecided.append(router.name)
+    if request.max_cost_per_1k is not None or request.min_quality is not None:
+        raise ApiError(
+            400,
+            f"No available model meets this request's constraints for task '{classification.task}' "
+            f"(max_cost_per_1k={request.max_cost_per_1k}, min_quality={request.min_quality}).",
+            param="autoroute",
+            code="no_model_satisfies_constraints",
+        )
+    raise ApiError(
+        503,
+        "No backend is available for this request: every model in the registry is disabled, lacks "
+        "credentials, or cannot serve it (tools, context window).",
+        type="server_error",
+        code="no_backend_available",
+    )
+
+
+def _explored(
+    runtime: Runtime, request: ChatRequest, classification: Classification
+) -> tuple[RouteDecision, dict[str, float]]:
+    """The chain's greedy decision, then the win-rate router's exploration around it (when the chain has one)."""
+    decision = _decide_with(runtime, runtime.routers, request, classification)
+    if runtime.explorer is None:
+        return decision, {decision.model: 1.0}
+    return runtime.explorer.explore(decision, request, classification)
+
+
+def _unit_hash(request_id: str) -> float:
+    """A request id's fixed place in [0, 1): assigns A/B arms without shared state."""
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 def _all_failed(errors: list[tuple[str, UpstreamError]], headers: dict[str, str]) -> ApiError:

@@ -13,9 +13,11 @@ from pathlib import Path
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
 from router_plugins.classify.model import TaskModel
 from router_plugins.registry import ModelEntry, Registry, load_registry
-from router_plugins.routers import LearnedRouter, Router, RouterContext, RouterTable, default_table
+from router_plugins.routers import LearnedRouter, Router, RouterContext, RouterTable, WinRateRouter, WinRateState, default_table
 from router_plugins.routers.learned import current_artifact
 from router_plugins.schema import ConfigError
+
+from .tuning import apply_thresholds, load_tuned_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,11 @@ class Runtime:
     registry: Registry
     classifier: TaskClassifier
     routers: tuple[Router, ...]
-    """Asked in order for `auto` requests; the first that decides wins."""
+    """The configured chain (`learning.chain`), asked in order for `auto` requests; the first that decides wins."""
+    control: Router
+    """Static rules: the A/B test's control arm, and the last router of every chain."""
+    explorer: WinRateRouter | None
+    """The win-rate router when the chain has one: it explores around whichever router decided."""
     available: tuple[ModelEntry, ...]
     """Enabled models whose credentials are present: the candidates for `auto`."""
     available_names: frozenset[str]
@@ -45,29 +51,44 @@ def build_runtime(
     table: RouterTable | None = None,
     artifacts: Path | None = None,
     task_model: TaskModel | None = None,
+    winrate: Callable[[], WinRateState] | None = None,
 ) -> Runtime:
     table = table or default_table()
+    if artifacts is not None:
+        # Thresholds written by `autoroute tune` (versioned learned state) override the YAML's.
+        registry = apply_thresholds(registry, load_tuned_thresholds(artifacts) or {})
     available = tuple(m for m in registry.models if m.enabled and has_credentials(m))
     for model in registry.models:
         if model.enabled and model not in available:
             log.warning(
                 "model %s is left out of routing: set %s to use it", model.name, model.litellm_params.api_key_env
             )
-    context = RouterContext(static_embed=embedder.embed if embedder else None)
-    routers: tuple[Router, ...] = (table.create("static-rules", registry, context),)
-    note = "no learned-router artifact yet"
-    artifact = current_artifact(artifacts) if artifacts else None
-    if artifact is not None and embedder is None:
-        note = "the learned router waits for the static embedding table"
-    elif artifact is not None:
-        learned = LearnedRouter(registry, context)
-        learned.load(artifact)
-        routers = (learned, *routers)
-        note = ""
+    context = RouterContext(static_embed=embedder.embed if embedder else None, winrate=winrate)
+    control = table.create("static-rules", registry, context)
+    routers: list[Router] = []
+    note = ""
+    for name in registry.learning.chain:
+        if name == "static-rules":
+            routers.append(control)
+        elif name == "learned":
+            artifact = current_artifact(artifacts) if artifacts else None
+            if artifact is None:
+                note = "no learned-router artifact yet"
+            elif embedder is None:
+                note = "the learned router waits for the static embedding table"
+            else:
+                learned = LearnedRouter(registry, context)
+                learned.load(artifact)
+                routers.append(learned)
+        else:
+            routers.append(table.create(name, registry, context))
+    explorer = next((r for r in routers if isinstance(r, WinRateRouter)), None)
     return Runtime(
         registry,
         build_classifier(registry, embedder, task_model),
-        routers,
+        tuple(routers),
+        control,
+        explorer,
         available,
         frozenset(m.name for m in available),
         _client_keys(registry),
@@ -103,9 +124,9 @@ class RuntimeHolder:
         self._runtime = runtime
         self._rebuild = rebuild
         self._mtime = _mtime(config_path)
-        self.artifact_pointer: Path | None = None
-        """When set, a new learned-router artifact (a changed pointer file) is swapped in while serving."""
-        self._artifact_mtime: float | None = None
+        self.artifact_pointers: tuple[Path, ...] = ()
+        """Pointer files of learned state (router artifact, tuned thresholds): a change is swapped in while serving."""
+        self._artifact_mtime: tuple[float | None, ...] | None = None
         self.last_error: str | None = None
         self.reloads = 0
 
@@ -114,9 +135,9 @@ class RuntimeHolder:
         return self._runtime
 
     def check_artifact(self) -> bool:
-        if self.artifact_pointer is None:
+        if not self.artifact_pointers:
             return False
-        mtime = _mtime(self.artifact_pointer)
+        mtime = tuple(_mtime(p) for p in self.artifact_pointers)
         if mtime == self._artifact_mtime:
             return False
         self._artifact_mtime = mtime
@@ -126,7 +147,7 @@ class RuntimeHolder:
             self.last_error = f"learned-router artifact not loaded: {exc}"
             log.error("%s", self.last_error)
             return False
-        log.info("learned-router artifact swapped in (%s)", self.artifact_pointer)
+        log.info("learned state swapped in (%s)", ", ".join(str(p) for p in self.artifact_pointers))
         return True
 
     def check_reload(self) -> bool:

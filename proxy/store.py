@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sqlite_utils import Database
 
-from proxy.events import DecisionRecord, FeedbackRecord, PerformanceRecord, Record
+from proxy.events import DecisionRecord, FeedbackRecord, LearningEvent, PerformanceRecord, Record
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ DECISIONS = "routing_decisions"
 PERFORMANCE = "model_performance"
 FEEDBACK = "feedback"
 RULES = "model_routing_rules"
+LEARNING = "learning_events"
 MIGRATIONS = "_migrations"
 
 # Columns holding JSON text / 0-1 integers, decoded on the way out so callers
@@ -36,16 +37,19 @@ _JSON_COLUMNS: dict[str, frozenset[str]] = {
     DECISIONS: frozenset({"layer_attempts", "alternatives"}),
     PERFORMANCE: frozenset(),
     FEEDBACK: frozenset({"extra"}),
+    LEARNING: frozenset({"scores"}),
 }
 _BOOL_COLUMNS: dict[str, frozenset[str]] = {
     DECISIONS: frozenset({"needs_clarification", "stream"}),
     PERFORMANCE: frozenset({"stream"}),
     FEEDBACK: frozenset(),
+    LEARNING: frozenset(),
 }
 _TABLE_FOR: dict[type, str] = {
     DecisionRecord: DECISIONS,
     PerformanceRecord: PERFORMANCE,
     FeedbackRecord: FEEDBACK,
+    LearningEvent: LEARNING,
 }
 
 
@@ -70,8 +74,35 @@ class Store(Protocol):
         """Served decisions that got explicit feedback: prompt text, task, model, mean score, its cost."""
         ...
 
+    def ab_outcomes(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Decisions with an A/B arm made at or after `since`, oldest first: request_id, created_at, ab_arm, task,
+        status, quality (mean non-null feedback score, None without one), cost_usd (summed over all attempts),
+        latency_ms (of the last attempt)."""
+        ...
+
     def task_labels(self, limit: int = 50_000) -> list[tuple[str, str]]:
         """(prompt text, task) of requests whose feedback named their right task, newest label first."""
+        ...
+
+    def tuning_events(self, since: float | None = None, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Decisions made at or after `since` (Unix s), newest first, for threshold tuning: request_id, task,
+        classification_layer, layer_attempts (decoded list) and feedback_task, the task the newest feedback
+        naming one gave (None when no feedback did)."""
+        ...
+
+    def winrate_observations(self, since: float, limit: int = 500_000) -> list[dict[str, Any]]:
+        """Per attempt since `since`: created_at, task, model, quality (the mean feedback score of the model that
+        served, 0 for a failed attempt, None otherwise), latency_ms, cost_usd. What win rates are computed from."""
+        ...
+
+    def logged_decisions(self, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Routed `auto` decisions with feedback, oldest first: what off-policy evaluation replays. Each has
+        request_id, created_at, prompt_text, task, preference, routed_model, selected_model, propensity, ab_arm,
+        router_name, alternatives (decoded), quality (mean score) and cost_usd."""
+        ...
+
+    def learning_events(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest promotions, rejections and aggregations first."""
         ...
 
     def latency_samples(self, limit: int = 200_000) -> list[tuple[str, int, float]]:
@@ -169,8 +200,30 @@ def _m0001_initial(db: Database) -> None:
         db.execute(sql)
 
 
+def _m0002_learning(db: Database) -> None:
+    statements = [
+        f"ALTER TABLE {DECISIONS} ADD COLUMN counterfactual_model TEXT",
+        f"ALTER TABLE {DECISIONS} ADD COLUMN counterfactual_router TEXT",
+        f"CREATE INDEX idx_{DECISIONS}_ab_arm ON {DECISIONS} (ab_arm, created_at)",
+        f"CREATE INDEX idx_{FEEDBACK}_created_at ON {FEEDBACK} (created_at)",
+        f"""CREATE TABLE {LEARNING} (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            router TEXT,
+            version TEXT,
+            champion_version TEXT,
+            scores TEXT,
+            reason TEXT
+        )""",
+    ]
+    for sql in statements:
+        db.execute(sql)
+
+
 MIGRATIONS_LIST: list[Migration] = [
     ("0001_initial", _m0001_initial),
+    ("0002_learning", _m0002_learning),
 ]
 
 
@@ -275,7 +328,7 @@ class SQLiteStore(Store):
     # writes
 
     def write_batch(self, records: Sequence[Record]) -> None:
-        by_table: dict[str, list[dict[str, Any]]] = {DECISIONS: [], PERFORMANCE: [], FEEDBACK: []}
+        by_table: dict[str, list[dict[str, Any]]] = {DECISIONS: [], PERFORMANCE: [], FEEDBACK: [], LEARNING: []}
         for rec in records:
             table = _TABLE_FOR.get(type(rec))
             if table is None:
@@ -292,6 +345,8 @@ class SQLiteStore(Store):
                 self._db.table(PERFORMANCE).insert_all(by_table[PERFORMANCE])
             if by_table[FEEDBACK]:
                 self._db.table(FEEDBACK).insert_all(by_table[FEEDBACK])
+            if by_table[LEARNING]:
+                self._db.table(LEARNING).insert_all(by_table[LEARNING])
 
     # reads
 
@@ -326,6 +381,24 @@ class SQLiteStore(Store):
             columns = [c[0] for c in cursor.description]
             return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
+    def ab_outcomes(self, since: float | None = None) -> list[dict[str, Any]]:
+        # Correlated subqueries rather than joins: a join over attempts × feedback rows would multiply
+        # the sums and averages.
+        sql = f"""
+            SELECT d.request_id, d.created_at, d.ab_arm, d.task, d.status,
+                   (SELECT AVG(f.score) FROM {FEEDBACK} f
+                     WHERE f.request_id = d.request_id AND f.score IS NOT NULL) AS quality,
+                   (SELECT SUM(p.cost_usd) FROM {PERFORMANCE} p WHERE p.request_id = d.request_id) AS cost_usd,
+                   (SELECT p.latency_ms FROM {PERFORMANCE} p WHERE p.request_id = d.request_id
+                     ORDER BY p.attempt DESC, p.id DESC LIMIT 1) AS latency_ms
+            FROM {DECISIONS} d
+            WHERE d.ab_arm IS NOT NULL AND (? IS NULL OR d.created_at >= ?)
+            ORDER BY d.created_at, d.request_id"""
+        with self._lock:
+            cursor = self._db.execute(sql, [since, since])
+            columns = [c[0] for c in cursor.description]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
     def task_labels(self, limit: int = 50_000) -> list[tuple[str, str]]:
         sql = f"""
             SELECT d.prompt_text, json_extract(f.extra, '$.task') AS task
@@ -338,6 +411,61 @@ class SQLiteStore(Store):
         for text, task in rows:  # the newest label of a prompt wins
             latest.setdefault(text, task)
         return list(latest.items())
+
+    def tuning_events(self, since: float | None = None, limit: int = 100_000) -> list[dict[str, Any]]:
+        sql = f"""
+            SELECT d.request_id, d.task, d.classification_layer, d.layer_attempts,
+                   (SELECT json_extract(f.extra, '$.task') FROM {FEEDBACK} f
+                     WHERE f.request_id = d.request_id AND json_extract(f.extra, '$.task') IS NOT NULL
+                     ORDER BY f.created_at DESC, f.id DESC LIMIT 1) AS feedback_task
+            FROM {DECISIONS} d
+            WHERE ? IS NULL OR d.created_at >= ?
+            ORDER BY d.created_at DESC LIMIT ?"""
+        with self._lock:
+            cursor = self._db.execute(sql, [since, since, limit])
+            columns = [c[0] for c in cursor.description]
+            rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        for row in rows:
+            row["layer_attempts"] = json.loads(row["layer_attempts"]) if row["layer_attempts"] else []
+        return rows
+
+    def winrate_observations(self, since: float, limit: int = 500_000) -> list[dict[str, Any]]:
+        sql = f"""
+            SELECT p.created_at, p.task, p.model, p.latency_ms, p.cost_usd,
+                   CASE WHEN p.outcome = 'failure' THEN 0.0
+                        WHEN p.model = d.selected_model THEN
+                            (SELECT AVG(f.score) FROM {FEEDBACK} f WHERE f.request_id = p.request_id)
+                   END AS quality
+            FROM {PERFORMANCE} p JOIN {DECISIONS} d ON d.request_id = p.request_id
+            WHERE p.created_at >= ? ORDER BY p.created_at DESC LIMIT ?"""
+        with self._lock:
+            cursor = self._db.execute(sql, [since, limit])
+            columns = [c[0] for c in cursor.description]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def logged_decisions(self, limit: int = 100_000) -> list[dict[str, Any]]:
+        sql = f"""
+            SELECT * FROM (
+                SELECT d.request_id, d.created_at, d.prompt_text, d.task, d.preference, d.routed_model,
+                       d.selected_model, d.propensity, d.ab_arm, d.router_name, d.alternatives,
+                       AVG(f.score) AS quality,
+                       (SELECT SUM(p.cost_usd) FROM {PERFORMANCE} p WHERE p.request_id = d.request_id) AS cost_usd
+                FROM {DECISIONS} d JOIN {FEEDBACK} f ON f.request_id = d.request_id
+                WHERE d.requested_model LIKE 'auto%' AND d.status = 'success' AND f.score IS NOT NULL
+                GROUP BY d.request_id ORDER BY d.created_at DESC LIMIT ?
+            ) ORDER BY created_at"""
+        with self._lock:
+            cursor = self._db.execute(sql, [limit])
+            columns = [c[0] for c in cursor.description]
+            rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        for row in rows:
+            row["alternatives"] = json.loads(row["alternatives"] or "[]")
+        return rows
+
+    def learning_events(self, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self._db.table(LEARNING).rows_where(order_by="id DESC", limit=limit))
+        return [_from_row(row, LEARNING) for row in rows]
 
     def latency_samples(self, limit: int = 200_000) -> list[tuple[str, int, float]]:
         sql = f"""

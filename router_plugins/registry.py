@@ -204,6 +204,70 @@ class StorageSettings:
     flush_interval_ms: int = 200
 
 
+@dataclass(frozen=True)
+class WinRateSettings:
+    """The win-rate router: per (task, model) Beta posteriors over success, explored by Thompson sampling."""
+
+    prior_strength: float = 4.0
+    """How many observations the prior is worth: the registry's prior quality, pooled with the model's other tasks."""
+    half_life_events: float = 200.0
+    """Recency: an observation's weight halves with every this many newer observations of the same task and model."""
+    window_s: float = 30 * 86400.0
+    """Observations older than this are ignored."""
+    exploration: float = 0.1
+    """Budget: the share of decisions drawn by Thompson sampling instead of taking the best posterior mean."""
+    confidence_midpoint: float = 10.0
+    """Observations at which confidence (a sigmoid of the evidence) reaches 0.5; it is reported with each choice."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.exploration <= 1.0:
+            raise ValueError("learning.winrate.exploration must be in [0, 1]")
+        if self.prior_strength <= 0 or self.half_life_events <= 0 or self.window_s <= 0:
+            raise ValueError("learning.winrate prior_strength, half_life_events and window_s must be positive")
+
+
+@dataclass(frozen=True)
+class ABSettings:
+    """A/B test of `auto` traffic: static rules (control) against the configured chain (treatment)."""
+
+    mode: Literal["off", "split", "shadow"] = "off"
+    """split: `treatment_share` of requests are served by the chain, the rest by static rules; shadow: static rules
+    serve everything and the chain's choice is logged beside it as a counterfactual."""
+    treatment_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.treatment_share <= 1.0:
+            raise ValueError("learning.ab.treatment_share must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """The learning loop: background aggregation and training, A/B testing. Nothing here runs on the request path."""
+
+    chain: tuple[str, ...] = ("learned", "static-rules")
+    """Routers asked in order for `auto`; `learned` is skipped until an artifact exists. Add `winrate` to learn
+    from feedback while serving (it explores: see winrate.exploration)."""
+    aggregate_interval_s: float = 60.0
+    """Win rates are recomputed from the store this often."""
+    train_interval_s: float = 3600.0
+    """The learned router is retrained this often when enough new feedback came in; 0: only `autoroute train`."""
+    min_new_feedback: int = 200
+    evaluation_share: float = 0.3
+    """Champion/challenger: the newest share of logged feedback is held out to evaluate, never trained on."""
+    promotion_margin: float = 0.0
+    """A challenger is promoted when its off-policy value beats the champion's by more than this."""
+    winrate: WinRateSettings = WinRateSettings()
+    ab: ABSettings = ABSettings()
+
+    def __post_init__(self) -> None:
+        if not self.chain or self.chain[-1] != "static-rules":
+            raise ValueError("learning.chain must end with static-rules (the router that always decides)")
+        if self.aggregate_interval_s <= 0 or self.train_interval_s < 0:
+            raise ValueError("learning intervals must be positive (train_interval_s may be 0: off)")
+        if not 0.0 < self.evaluation_share < 1.0:
+            raise ValueError("learning.evaluation_share must be between 0 and 1")
+
+
 def _default_preferences() -> Mapping[str, PreferenceWeights]:
     return {
         "quality": PreferenceWeights(1.0, 0.0, 0.0),
@@ -233,6 +297,7 @@ class Registry:
     router: RouterSettings = RouterSettings()
     auth: AuthSettings = AuthSettings()
     storage: StorageSettings = StorageSettings()
+    learning: LearningSettings = LearningSettings()
 
     def __post_init__(self) -> None:
         _unique("model", [m.name for m in self.models])

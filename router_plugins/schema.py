@@ -71,6 +71,8 @@ def decode(node: yaml.Node | None, cls: Any, source: str, path: str) -> Any:
     if origin is Literal:
         value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
         allowed = get_args(cls)
+        if isinstance(value, bool) and node.value in allowed:
+            value = node.value  # YAML 1.1 reads a bare off/on/no/yes as a boolean; here it is the word written
         if value not in allowed:
             raise ConfigError(
                 f"{path}: {value!r} is not one of {', '.join(map(repr, allowed))} at {_where(node, source)}"

@@ -15,6 +15,7 @@ from .base import (
 from .learned import LearnedRouter
 from .predictive import BASELINES, PredictiveRouter
 from .static_rules import StaticRulesRouter
+from .winrate import WinRateRouter, WinRateState
 
 __all__ = [
     "DuplicateRouterError",
@@ -28,6 +29,8 @@ __all__ = [
     "RouterTable",
     "StaticRulesRouter",
     "TrainableRouter",
+    "WinRateRouter",
+    "WinRateState",
     "default_table",
 ]
 
@@ -39,6 +42,7 @@ def default_table(with_plugins: bool = True) -> RouterTable:
     for router in BASELINES:
         table.register(router.name, router)
     table.register(LearnedRouter.name, LearnedRouter)
+    table.register(WinRateRouter.name, WinRateRouter)
     if with_plugins:
         table.load_entry_points()
     return table

@@ -69,6 +69,8 @@ class RouterContext:
     static_embed: Callable[[Sequence[str]], np.ndarray] | None = None
     """Unit-length vectors from the distilled static table: cheap enough for the request path."""
     seed: int = 0
+    winrate: Callable[[], object] | None = None
+    """The current win-rate state (a `WinRateState`), published by the gateway's background aggregator."""
 
 
 RouterFactory = Callable[[Registry, RouterContext], Router]

@@ -73,6 +73,9 @@ class StaticRulesRouter:
         learned = self._learned.get((task, model.name)) or self._learned.get((DEFAULT_TASK, model.name))
         return learned[0] if learned is not None else model.prior_quality(task)
 
+    def _latency(self, model: ModelEntry, task: str) -> float:
+        return model.latency_ms
+
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
     ) -> RouteDecision | None:
@@ -143,7 +146,7 @@ class StaticRulesRouter:
         settings = self._registry.router
         known_costs = [c for o in options if (c := o.model.cost_per_1k()) is not None]
         dearest = max(known_costs, default=0.0) or 1.0
-        slowest = max(o.model.latency_ms for o in options) or 1.0
+        slowest = max(self._latency(o.model, task) for o in options) or 1.0
         lowest_priority = max((o.rule.priority for o in options if o.rule), default=1)
         scored: list[tuple[float, int, ScoredCandidate]] = []
         for index, option in enumerate(options):
@@ -155,7 +158,7 @@ class StaticRulesRouter:
             utility = (
                 weights.quality_weight * quality
                 - weights.cost_weight * relative_cost
-                - weights.latency_weight * model.latency_ms / slowest
+                - weights.latency_weight * self._latency(model, task) / slowest
             )
             notes = []
             if (option.rule and option.rule.is_specialized) or model.is_specialist_for(task):
@@ -164,7 +167,7 @@ class StaticRulesRouter:
             if option.rule:
                 utility += settings.priority_bonus * (lowest_priority - option.rule.priority)
                 notes.append(f"priority {option.rule.priority}")
-            candidate = ScoredCandidate(model.name, utility, quality, cost, model.latency_ms, ", ".join(notes))
+            candidate = ScoredCandidate(model.name, utility, quality, cost, self._latency(model, task), ", ".join(notes))
             priority = option.rule.priority if option.rule else lowest_priority
             scored.append((-utility, priority * 1000 + index, candidate))
         scored.sort(key=lambda item: (round(item[0], 9), item[1]))

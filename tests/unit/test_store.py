@@ -102,12 +102,12 @@ def test_migrations_are_idempotent(db_path: Path) -> None:
     first.close()
     second = SQLiteStore(db_path)
     try:
-        assert second.applied_migrations() == ["0001_initial"]
+        assert second.applied_migrations() == ["0001_initial", "0002_learning"]
         assert second.decision_exists("req-1")  # reopening did not recreate tables
     finally:
         second.close()
     with closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 2
 
 
 def test_every_record_field_has_a_column(store: SQLiteStore, db_path: Path) -> None:

@@ -1,0 +1,81 @@
+"""Off-policy evaluation: what a new router would have earned on traffic another policy routed.
+
+Every logged decision carries the propensity of the model it routed to (the probability the logging policy gave
+that model). A deterministic candidate policy is scored by replaying each logged request through it:
+- IPS: mean of 1[π(x) = a]·r / p, unbiased when propensities are right, high variance when they are small;
+- SNIPS: the same, normalised by the sum of the importance weights (lower variance, slightly biased);
+- DR (doubly robust): mean of q̂(x, π(x)) + 1[π(x) = a]·(r − q̂(x, a)) / p, with q̂ a reward model (here per task
+  and model means from older data): unbiased if either the propensities or q̂ are right.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+RewardModel = Callable[[str, str], float]
+"""q̂(task, model): the expected reward of `model` on `task`."""
+
+
+@dataclass(frozen=True)
+class LoggedDecision:
+    task: str
+    model: str
+    """What the logging policy routed to."""
+    propensity: float
+    reward: float
+
+
+@dataclass(frozen=True)
+class PolicyValue:
+    dr: float
+    ips: float
+    snips: float
+    matched: int
+    """Logged decisions where the candidate policy agrees with what was logged."""
+    n: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"dr": round(self.dr, 4), "ips": round(self.ips, 4), "snips": round(self.snips, 4),
+                "matched": self.matched, "n": self.n}  # fmt: skip
+
+
+def evaluate_policy(logged: Sequence[LoggedDecision], choices: Sequence[str], reward_model: RewardModel) -> PolicyValue:
+    """The value of a policy that would have chosen `choices[i]` for `logged[i]`."""
+    if len(logged) != len(choices):
+        raise ValueError("one choice per logged decision")
+    if not logged:
+        return PolicyValue(0.0, 0.0, 0.0, 0, 0)
+    match = np.array([c == d.model for d, c in zip(logged, choices)], dtype=np.float64)
+    propensity = np.array([max(d.propensity, 1e-6) for d in logged])
+    reward = np.array([d.reward for d in logged])
+    weight = match / propensity
+    q_chosen = np.array([reward_model(d.task, c) for d, c in zip(logged, choices)])
+    q_logged = np.array([reward_model(d.task, d.model) for d in logged])
+    ips = float(np.mean(weight * reward))
+    snips = float(np.sum(weight * reward) / np.sum(weight)) if weight.sum() > 0 else 0.0
+    dr = float(np.mean(q_chosen + weight * (reward - q_logged)))
+    return PolicyValue(dr, ips, snips, int(match.sum()), len(logged))
+
+
+def mean_reward_model(logged: Sequence[LoggedDecision], prior_weight: float = 2.0) -> RewardModel:
+    """q̂(task, model): the mean reward per (task, model), shrunk toward the model's mean, then the overall mean."""
+    overall = float(np.mean([d.reward for d in logged])) if logged else 0.5
+    by_model: dict[str, list[float]] = defaultdict(list)
+    by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for d in logged:
+        by_model[d.model].append(d.reward)
+        by_pair[d.task, d.model].append(d.reward)
+    model_mean = {m: (sum(r) + prior_weight * overall) / (len(r) + prior_weight) for m, r in by_model.items() if r}
+
+    def q(task: str, model: str) -> float:
+        base = model_mean.get(model, overall)
+        rewards = by_pair.get((task, model), [])
+        if not rewards:
+            return base
+        return (sum(rewards) + prior_weight * base) / (len(rewards) + prior_weight)
+
+    return q

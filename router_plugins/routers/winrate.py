@@ -1,0 +1,222 @@
+"""The win-rate router: per (task, model) Beta posteriors over success, learned from outcomes while serving.
+
+Evidence: every explicit feedback score (a fractional success) and every failed call (a failure) of a model on a
+task. Recent evidence counts more: an observation's weight halves with every `half_life_events` newer observations
+of the same task and model, and anything older than `window_s` is dropped, so a backend that gets worse loses its
+traffic within a few hundred events. The prior is the registry's prior quality pooled with the model's record on
+all tasks, worth `prior_strength` observations. Latency and cost are tracked beside success.
+
+Choice: the static rules' utility (rules, constraints, specialist and priority bonuses, preference weights) with the
+posterior mean as quality. With probability `exploration` the choice is instead one Thompson sample (posterior
+draws in place of the means); the probability of the chosen model under this mixture is the decision's propensity,
+which off-policy evaluation needs. State comes from `aggregate()`, run in the background by the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..registry import ModelEntry, Registry, WinRateSettings
+from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from .base import RouterContext
+from .static_rules import StaticRulesRouter
+
+THOMPSON_DRAWS = 256
+"""Posterior draws per decision that estimate the Thompson-sampling choice probabilities."""
+ANY_TASK = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One model's outcome on one task: `quality` in [0, 1] (None: no verdict, only latency and cost)."""
+
+    created_at: float
+    task: str
+    model: str
+    quality: float | None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """Recency-weighted evidence for one (task, model)."""
+
+    successes: float = 0.0
+    failures: float = 0.0
+    observations: int = 0
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+
+    @property
+    def weight(self) -> float:
+        return self.successes + self.failures
+
+
+@dataclass(frozen=True)
+class WinRateState:
+    """A snapshot of the evidence, keyed by (task, model); (ANY_TASK, model) pools a model's tasks."""
+
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    version: str = "priors"
+    computed_at: float = 0.0
+
+    def cell(self, task: str, model: str) -> Cell:
+        return self.cells.get((task, model)) or Cell()
+
+    def posterior(self, task: str, model: ModelEntry, strength: float) -> tuple[float, float]:
+        """Beta(α, β): the prior (registry prior pooled with the model's other tasks) plus this task's evidence."""
+        pooled = self.cell(ANY_TASK, model.name)
+        prior = (strength * model.prior_quality(task) + pooled.successes) / (strength + pooled.weight)
+        own = self.cell(task, model.name)
+        return strength * prior + own.successes, strength * (1 - prior) + own.failures
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": self.version, "computed_at": self.computed_at,
+            "cells": [{"task": t, "model": m, "successes": round(c.successes, 4), "failures": round(c.failures, 4),
+                       "observations": c.observations, "latency_ms": c.latency_ms, "cost_usd": c.cost_usd}
+                      for (t, m), c in sorted(self.cells.items())],
+        }, indent=1)  # fmt: skip
+
+
+def aggregate(observations: Iterable[Observation], settings: WinRateSettings, now: float | None = None) -> WinRateState:
+    """Recency-weighted evidence per (task, model) and per model over all tasks, from any order of observations."""
+    now = time.time() if now is None else now
+    rows = sorted((o for o in observations if now - o.created_at <= settings.window_s), key=lambda o: -o.created_at)
+    decay = math.log(2) / settings.half_life_events
+    sums: dict[tuple[str, str], list[float]] = {}
+    for obs in rows:
+        for key in ((obs.task, obs.model), (ANY_TASK, obs.model)):
+            # [successes, failures, verdicts, count, latency·w, latency w, cost·w, cost w]
+            acc = sums.setdefault(key, [0.0] * 8)
+            w = math.exp(-decay * acc[3])  # acc[3]: newer observations of this key seen so far
+            acc[3] += 1
+            if obs.quality is not None:
+                q = min(max(obs.quality, 0.0), 1.0)
+                acc[0] += w * q
+                acc[1] += w * (1 - q)
+                acc[2] += 1
+            if obs.latency_ms is not None:
+                acc[4] += w * obs.latency_ms
+                acc[5] += w
+            if obs.cost_usd is not None:
+                acc[6] += w * obs.cost_usd
+                acc[7] += w
+    cells = {
+        key: Cell(a[0], a[1], int(a[2]), a[4] / a[5] if a[5] else None, a[6] / a[7] if a[7] else None)
+        for key, a in sums.items()
+    }
+    version = time.strftime("%Y%m%d%H%M%S", time.gmtime(now)) + f"-n{len(rows)}"
+    return WinRateState(cells, version, now)
+
+
+def confidence(observations: float, midpoint: float) -> float:
+    """How sure the evidence makes us, 0..1: a sigmoid of the observation count, 0.5 at `midpoint`."""
+    return 1.0 / (1.0 + math.exp(-(observations - midpoint) / max(midpoint / 3.0, 1e-9)))
+
+
+class WinRateRouter(StaticRulesRouter):
+    """Static rules' candidates and utility, with learned win rates as quality, explored by Thompson sampling."""
+
+    name = "winrate"
+
+    def __init__(
+        self,
+        registry: Registry,
+        context: RouterContext | None = None,
+        state: Callable[[], WinRateState] | None = None,
+    ) -> None:
+        super().__init__(registry, context)
+        context = context or RouterContext()
+        self._state = state or context.winrate or (lambda: WinRateState())
+        self._settings = registry.learning.winrate
+        self._rng = np.random.default_rng(context.seed if context.seed else None)
+
+    @property
+    def version(self) -> str:  # type: ignore[override]
+        return self._state().version
+
+    @version.setter
+    def version(self, value: str) -> None:
+        pass  # the state's version names this router's decisions
+
+    def _quality(self, model: ModelEntry, task: str) -> float:
+        alpha, beta = self._state().posterior(task, model, self._settings.prior_strength)
+        return alpha / (alpha + beta)
+
+    def _latency(self, model: ModelEntry, task: str) -> float:
+        measured = self._state().cell(task, model.name).latency_ms
+        return measured if measured is not None else model.latency_ms
+
+    def route(
+        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> RouteDecision | None:
+        greedy = self.greedy_route(request, task, candidates)
+        return None if greedy is None else self.explore(greedy, request, task)[0]
+
+    def greedy_route(
+        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> RouteDecision | None:
+        """The best posterior-mean utility, without exploration."""
+        greedy = super().route(request, task, candidates)
+        if greedy is None:
+            return None
+        cell = self._state().cell(task.task, greedy.model)
+        reason = greedy.reason.replace("static rules", "win rates", 1) + (
+            f"; {greedy.model} won {cell.successes:.1f} of {cell.weight:.1f} recent weighted verdicts on {task.task} "
+            f"(confidence {confidence(cell.observations, self._settings.confidence_midpoint):.2f})"
+        )
+        return replace(greedy, reason=reason, router=self.name, router_version=self.version)
+
+    def explore(
+        self, decision: RouteDecision, request: ChatRequest, task: Classification
+    ) -> tuple[RouteDecision, dict[str, float]]:
+        """Keep `decision` (the greedy choice, from this or another router) or, within the exploration budget,
+        replace it by a Thompson draw. Returns the decision, whose propensity is the chosen model's probability,
+        and every candidate's probability under this mixture (they sum to 1)."""
+        probabilities, draw = self._thompson(decision, request, task)
+        explored = self._rng.random() < self._settings.exploration
+        chosen = draw if explored else decision.model
+        if chosen == decision.model:
+            return replace(decision, propensity=probabilities[chosen]), probabilities
+        first = next(c for c in decision.alternatives if c.model == chosen)
+        rest = tuple(c for c in decision.alternatives if c.model != chosen)
+        explored_decision = replace(
+            decision,
+            model=chosen,
+            alternatives=(first, *rest),
+            propensity=probabilities[chosen],
+            reason=f"explored by Thompson sampling ({probabilities[chosen]:.2f} chance): {chosen} instead of "
+            f"{decision.model}; {decision.reason}",
+        )
+        return explored_decision, probabilities
+
+    def _thompson(
+        self, decision: RouteDecision, request: ChatRequest, task: Classification
+    ) -> tuple[dict[str, float], str]:
+        """Choice probabilities of the mixture, and one Thompson draw's choice."""
+        options = [c for c in decision.alternatives if self._registry.model(c.model) is not None]
+        epsilon = self._settings.exploration
+        if len(options) < 2 or epsilon == 0.0:
+            return {decision.model: 1.0}, decision.model
+        weight = self._registry.preferences[request.preference].quality_weight
+        names = [c.model for c in options]
+        posteriors = np.array([
+            self._state().posterior(task.task, self._registry.model(n), self._settings.prior_strength)  # type: ignore[arg-type]
+            for n in names
+        ])  # fmt: skip
+        # The utility without its quality term (cost, latency, bonuses), whichever router scored the candidates.
+        base = np.array([c.score for c in options]) - weight * np.array([c.quality for c in options])
+        draws = self._rng.beta(posteriors[:, 0], posteriors[:, 1], size=(THOMPSON_DRAWS, len(names)))
+        winners = np.argmax(base + weight * draws, axis=1)
+        share = np.bincount(winners, minlength=len(names)) / THOMPSON_DRAWS
+        probabilities = {n: epsilon * float(share[k]) for k, n in enumerate(names)}
+        probabilities[decision.model] = probabilities.get(decision.model, 0.0) + (1.0 - epsilon)
+        return probabilities, names[int(winners[0])]

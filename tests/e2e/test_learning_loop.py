@@ -1,0 +1,78 @@
+"""The learning loop over real sockets: A/B split and shadow decisions, win rates learned from feedback."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+
+from .conftest import Gateway, Upstream, registry_text
+
+LEARNING = """
+learning:
+  chain: [learned, winrate, static-rules]
+  aggregate_interval_s: 0.5
+  winrate: {{exploration: {exploration}, half_life_events: 50}}
+  ab: {{mode: {mode}, treatment_share: 0.5}}
+"""
+
+
+def _chat(client: openai.OpenAI, text: str) -> tuple[str, str, str | None]:
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": text}])
+    return raw.headers["x-autoroute-request-id"], raw.headers["x-autoroute-model"], raw.headers.get("x-autoroute-arm")
+
+
+def test_ab_split_serves_both_arms_and_logs_propensities_and_counterfactuals(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    gateway = start_gateway(registry_text(upstream) + LEARNING.format(exploration=0.3, mode="split"))
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    ids = [_chat(client, f"Translate 'good night number {i}' into French.") for i in range(40)]
+    arms = {arm for _, _, arm in ids}
+    assert arms == {"control", "treatment"}, arms
+    rows = gateway.wait_rows(
+        "SELECT ab_arm, router_name, selected_model, propensity, counterfactual_model, counterfactual_router "
+        "FROM routing_decisions WHERE ab_arm IS NOT NULL", count=40,
+    )  # fmt: skip
+    for row in rows:
+        assert 0 < row["propensity"] <= 1 and row["counterfactual_model"]
+        if row["ab_arm"] == "control":
+            assert row["router_name"] == "static-rules" and row["counterfactual_router"] == "winrate"
+        else:
+            assert row["router_name"] == "winrate" and row["counterfactual_router"] == "static-rules"
+
+
+def test_shadow_mode_serves_static_rules_and_logs_the_chain_choice(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    gateway = start_gateway(registry_text(upstream) + LEARNING.format(exploration=0.0, mode="shadow"))
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    request_id, model, arm = _chat(client, "Translate 'thank you' into German.")
+    assert arm == "shadow"
+    (row,) = gateway.wait_rows(
+        "SELECT router_name, selected_model, counterfactual_router FROM routing_decisions WHERE request_id = ?",
+        (request_id,),
+    )
+    assert (row["router_name"], row["selected_model"], row["counterfactual_router"]) == ("static-rules", model, "winrate")
+
+
+def test_feedback_moves_the_winrate_router_while_serving(start_gateway: Callable[..., Gateway], upstream: Upstream) -> None:
+    gateway = start_gateway(registry_text(upstream) + LEARNING.format(exploration=0.0, mode="off"))
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    prompt = "Solve 3x + 5 = 20 for x."
+    _, first, _ = _chat(client, prompt)
+    # Every answer of the first choice is scored 0: the win rates fall and traffic moves to another model.
+    deadline = time.monotonic() + 30
+    model = first
+    while model == first:
+        assert time.monotonic() < deadline, "the win-rate router kept the failing model"
+        request_id, model, _ = _chat(client, prompt)
+        if model == first:
+            assert httpx.post(f"{gateway.base_url}/feedback", json={"request_id": request_id, "score": 0.0}).status_code == 200
+        time.sleep(0.05)
+    snapshot = json.loads((gateway.data_dir / "artifacts" / "winrate-current.json").read_text())
+    cells = {(c["task"], c["model"]): c for c in snapshot["cells"]}
+    assert cells["math", first]["failures"] > 0

@@ -1,0 +1,111 @@
+"""The win-rate router: posterior updates, recency decay, Thompson exploration and its propensities."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from router_plugins.registry import LiteLLMParams, ModelEntry, Registry, WinRateSettings
+from router_plugins.routers import RouterContext, WinRateRouter
+from router_plugins.routers.winrate import ANY_TASK, Observation, WinRateState, aggregate, confidence
+from router_plugins.types import ChatRequest, Classification
+
+SETTINGS = WinRateSettings(prior_strength=4.0, half_life_events=10.0, window_s=1000.0, exploration=0.2)
+
+
+def model(name: str, prior: float = 0.5, price: float = 1.0) -> ModelEntry:
+    return ModelEntry(name=name, litellm_params=LiteLLMParams(model=f"openai/{name}"), quality={"default": prior},
+                      input_cost_per_mtok=price, output_cost_per_mtok=price)  # fmt: skip
+
+
+def registry(exploration: float = 0.2) -> Registry:
+    base = Registry(models=(model("a", 0.6), model("b", 0.5), model("c", 0.4)))
+    learning = dataclasses.replace(base.learning, winrate=dataclasses.replace(SETTINGS, exploration=exploration))
+    return dataclasses.replace(base, learning=learning)
+
+
+def test_posterior_adds_weighted_evidence_to_a_pooled_prior() -> None:
+    obs = [Observation(100.0, "math", "a", 1.0), Observation(99.0, "math", "a", 0.0), Observation(98.0, "math", "a", 1.0)]
+    state = aggregate(obs, dataclasses.replace(SETTINGS, half_life_events=1e9), now=100.0)
+    cell = state.cell("math", "a")
+    assert (cell.successes, cell.failures, cell.observations) == pytest.approx((2.0, 1.0, 3))
+    # Prior: registry 0.6 pooled with a's all-task record (2 of 3): (4·0.6 + 2) / (4 + 3) = 4.4 / 7.
+    alpha, beta = state.posterior("math", model("a", 0.6), 4.0)
+    prior = 4.4 / 7
+    assert alpha == pytest.approx(4 * prior + 2) and beta == pytest.approx(4 * (1 - prior) + 1)
+    # No evidence at all: the registry prior alone.
+    assert WinRateState().posterior("math", model("a", 0.6), 4.0) == pytest.approx((2.4, 1.6))
+
+
+def test_old_evidence_fades_and_the_window_drops_it() -> None:
+    # 20 old successes, then 10 newer failures: with a half-life of 10 observations the failures dominate.
+    obs = [Observation(float(t), "math", "a", 1.0) for t in range(20)]
+    obs += [Observation(float(t), "math", "a", 0.0) for t in range(20, 30)]
+    state = aggregate(obs, SETTINGS, now=30.0)
+    cell = state.cell("math", "a")
+    assert cell.failures == pytest.approx(sum(0.5 ** (k / 10) for k in range(10)))
+    assert cell.successes == pytest.approx(sum(0.5 ** (k / 10) for k in range(10, 30)))
+    assert cell.failures > cell.successes, "recent failures outweigh twice as many older successes"
+    dropped = aggregate(obs, dataclasses.replace(SETTINGS, window_s=5.0), now=30.0).cell("math", "a")
+    assert dropped.observations == 5 and dropped.successes == 0.0, "only the last 5 s count"
+    assert state.cell(ANY_TASK, "a").observations == 30
+
+
+def test_latency_and_cost_are_tracked_beside_success() -> None:
+    obs = [Observation(1.0, "chat", "b", None, 100.0, 0.01), Observation(2.0, "chat", "b", 1.0, 300.0, 0.03)]
+    cell = aggregate(obs, dataclasses.replace(SETTINGS, half_life_events=1e9), now=2.0).cell("chat", "b")
+    assert cell.latency_ms == pytest.approx(200.0) and cell.cost_usd == pytest.approx(0.02)
+    assert cell.observations == 1, "a call without a verdict is no evidence of success"
+
+
+def test_confidence_is_a_sigmoid_of_the_evidence() -> None:
+    assert confidence(10, 10) == pytest.approx(0.5)
+    assert confidence(0, 10) < 0.1 < 0.9 < confidence(30, 10)
+
+
+def _router(state: WinRateState, exploration: float = 0.2, seed: int = 7) -> WinRateRouter:
+    return WinRateRouter(registry(exploration), RouterContext(seed=seed), state=lambda: state)
+
+
+def _request(preference: str = "quality") -> ChatRequest:
+    return ChatRequest("r", "auto", ({"role": "user", "content": "integrate x"},), preference=preference)  # type: ignore[arg-type]
+
+
+def test_learned_win_rates_change_the_greedy_choice() -> None:
+    task = Classification("math", 1.0, "keywords")
+    router = _router(WinRateState(), exploration=0.0)
+    assert router.route(_request(), task, router._registry.models).model == "a", "priors: a 0.6 is best"
+    obs = [Observation(float(t), "math", "c", 1.0) for t in range(30)]
+    obs += [Observation(float(t), "math", "a", 0.0) for t in range(30)]
+    router = _router(aggregate(obs, SETTINGS, now=30.0), exploration=0.0)
+    decision = router.route(_request(), task, router._registry.models)
+    assert decision is not None and decision.model == "c" and decision.propensity == 1.0
+    assert decision.router == "winrate" and "won" in decision.reason
+
+
+def test_propensities_sum_to_one_and_match_how_often_each_model_is_chosen() -> None:
+    task = Classification("math", 1.0, "keywords")
+    router = _router(WinRateState(), exploration=0.3, seed=1)
+    greedy = router.greedy_route(_request(), task, router._registry.models)
+    assert greedy is not None
+    _, probabilities = router.explore(greedy, _request(), task)
+    assert sum(probabilities.values()) == pytest.approx(1.0)
+    assert probabilities[greedy.model] >= 0.7, "the greedy model keeps at least 1 − exploration"
+    counts: dict[str, int] = {}
+    n = 3000
+    for _ in range(n):
+        decision, _ = router.explore(greedy, _request(), task)
+        counts[decision.model] = counts.get(decision.model, 0) + 1
+        assert 0 < decision.propensity <= 1
+    for name, p in probabilities.items():
+        assert counts.get(name, 0) / n == pytest.approx(p, abs=0.04)
+    explored = next(d for d in (router.explore(greedy, _request(), task)[0] for _ in range(200)) if d.model != greedy.model)
+    assert explored.alternatives[0].model == explored.model and "Thompson" in explored.reason
+
+
+def test_no_exploration_budget_means_propensity_one() -> None:
+    task = Classification("math", 1.0, "keywords")
+    router = _router(WinRateState(), exploration=0.0)
+    decisions = {router.route(_request(), task, router._registry.models).model for _ in range(50)}
+    assert decisions == {"a"}
