@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .dataset import Record, read_model_names, read_records
 from .report import Event, OnlineReport, baselines, build_report
 
 MODEL_HEADER = "x-autoroute-model"
+ARM_HEADER = "x-autoroute-arm"
 REQUEST_ID_HEADER = "x-autoroute-request-id"
 ERROR_CHARS = 300
 
@@ -37,6 +39,9 @@ class OnlineSettings:
     model: str = "auto"
     api_key: str = "unused"
     timeout_s: float = 60.0
+    drift: tuple[str, int] | None = None
+    """(model, event index): from that event on, the model's answers are scored 0, as if the backend broke.
+    The model `*` means the one served most often before that event (in the A/B treatment arm, when there is one)."""
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "window"):
@@ -64,6 +69,8 @@ class _Session:
         import openai
 
         self.settings = settings
+        self.done: list[Event] = []
+        self.drift_model: str | None = None
         # No retries: a retried call would be a second routed request the report does not know about.
         self.client = openai.AsyncOpenAI(
             base_url=f"{settings.root}/v1", api_key=settings.api_key, timeout=settings.timeout_s, max_retries=0
@@ -98,10 +105,24 @@ class _Session:
                 **base, model=model, request_id=request_id, latency_s=latency,
                 error=f"the gateway chose {model!r}, which record {record.id} has no outcome for",
             )  # fmt: skip
+        quality = outcome.quality
+        if self.drifted(index) == model:
+            quality = 0.0
         return Event(
-            **base, model=model, quality=outcome.quality, cost_usd=outcome.cost_usd, request_id=request_id,
-            latency_s=latency, feedback_error=await self.feedback(request_id, outcome.quality),
+            **base, model=model, quality=quality, cost_usd=outcome.cost_usd, request_id=request_id,
+            latency_s=latency, feedback_error=await self.feedback(request_id, quality), arm=raw.headers.get(ARM_HEADER),
         )  # fmt: skip
+
+    def drifted(self, index: int) -> str | None:
+        """The model whose answers are scored 0 at this event, if any."""
+        drift = self.settings.drift
+        if drift is None or index < drift[1]:
+            return None
+        if drift[0] == "*" and self.drift_model is None:
+            before = [e for e in self.done if e.model is not None and e.index < drift[1]]
+            served = Counter(e.model for e in before if e.arm in (None, "treatment"))
+            self.drift_model = served.most_common(1)[0][0] if served else None
+        return self.drift_model if drift[0] == "*" else drift[0]
 
     async def feedback(self, request_id: str, score: float) -> str | None:
         """Post the recorded quality; the error, or None when the gateway took it."""
@@ -123,7 +144,8 @@ async def run_events(settings: OnlineSettings, records: Sequence[Record]) -> lis
     async def worker() -> None:
         # Workers share one iterator, so records start in file order whatever finishes first.
         for index, record in pending:
-            results[index] = await session.send(index, record)
+            results[index] = event = await session.send(index, record)
+            session.done.append(event)
 
     try:
         await asyncio.gather(*(worker() for _ in range(min(settings.concurrency, len(records)))))

@@ -32,6 +32,8 @@ class Event:
     latency_s: float = 0.0
     error: str | None = None
     feedback_error: str | None = None
+    arm: str | None = None
+    """The A/B arm that served it (x-autoroute-arm), when the gateway runs a test."""
 
     @property
     def ok(self) -> bool:
