@@ -1,10 +1,13 @@
-"""Latency and throughput of the routing brain's model parts: the embedding server (real MiniLM) and the cheap cascade.
+"""Latency and throughput of the routing brain: the embedding server (real MiniLM), the cascade, the routing decision.
 
-    python bench/bench_routing.py --json docs/bench_routing.json
+    .venv/bin/python bench/bench_routing.py --json docs/perf/routing.json
 
 (a) one short prompt at a time through the EmbeddingServer (and, for reference, straight into the model and from the
     server's cache); (b) texts/s with many concurrent callers, which is what micro-batching is for; (c) classify() of the
-    cascade's cheap layers (keywords, static embedding) on real prompts. Every part is bounded in calls and in seconds.
+    cascade's cheap layers (keywords, static embedding) on real prompts; (d) the whole routing decision as the gateway
+    takes it for `model="auto"` (classify + the routers in order, over the registry of --config): with the default
+    cascade and the static-rules router, with a fitted learned router in front, and with the transformer layers forced
+    (MiniLM embedding, then layers 3-4). Every part is bounded in calls and in seconds.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--budget", type=float, default=30.0, help="seconds at most for each sequential part")
+    parser.add_argument("--decisions", type=int, default=2000, help="prompts for the routing decision")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -59,6 +63,7 @@ def main() -> None:
     results.update(asyncio.run(bench_embedding(args, short)))
     results["environment"] = environment()  # after the server has started: it sets OMP_WAIT_POLICY before torch loads
     results["classify"] = bench_classify(args, all_prompts)
+    results["decision"] = bench_decision(args, all_prompts)
     print(table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +201,80 @@ def bench_classify(args: argparse.Namespace, prompts: list[str]) -> dict[str, An
     return out
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    from router_plugins.classify.static_embedding import TABLE_FILE
+
+    candidates = (REPO / "autoroute-data-bench", REPO / "autoroute-data", REPO / ".pytest_cache" / "autoroute-data")
+    return args.data_dir or next((d for d in candidates if (d / "artifacts" / TABLE_FILE).exists()), candidates[1])
+
+
+def bench_decision(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
+    """classify + route per prompt, the way Pipeline._decide does it for `auto` (same runtime, same router order)."""
+    import tempfile
+
+    from proxy.runtime import Runtime, build_runtime
+    from router_plugins.classify import StaticEmbedder
+    from router_plugins.classify.model import MODEL_FILE, TaskModel
+    from router_plugins.embeddings import TransformerEmbedder
+    from router_plugins.outcomes import OutcomeSet
+    from router_plugins.registry import load_registry
+    from router_plugins.routers import LearnedRouter, RouterContext
+    from router_plugins.types import ChatRequest
+
+    data_dir = _data_dir(args)
+    registry = load_registry(args.config)
+    static = StaticEmbedder.load_or_build(data_dir)
+    model_path = data_dir / "artifacts" / MODEL_FILE
+    task_model = TaskModel.load(model_path) if model_path.exists() else None
+    everyone = lambda m: True  # noqa: E731 - time every registry model as a candidate, keys or not
+    runtimes: dict[str, Runtime] = {"static-rules": build_runtime(registry, static, everyone, task_model=task_model)}
+    with tempfile.TemporaryDirectory() as artifacts:
+        # A learned router fitted on synthetic outcomes over the registry's models: its cost does not depend on them.
+        rng = np.random.default_rng(0)
+        names = [m.name for m in registry.models]
+        train = prompts[:2000]
+        data = OutcomeSet([str(i) for i in range(len(train))], train, [None] * len(train), [None] * len(train), names,
+                          rng.uniform(0, 1, (len(train), len(names))), rng.uniform(1e-5, 1e-2, (len(train), len(names))))
+        learned = LearnedRouter(registry, RouterContext(static_embed=static.embed))
+        learned.fit(data)
+        learned.save(Path(artifacts))
+        runtimes["learned"] = build_runtime(registry, static, everyone, artifacts=Path(artifacts), task_model=task_model)
+    transformer = TransformerEmbedder() if task_model is not None else None
+
+    def route(runtime: Runtime, request: ChatRequest, classification: Any) -> Any:
+        for router in runtime.routers:
+            decision = router.route(request, classification, runtime.available)
+            if decision is not None:
+                return decision
+        return None
+
+    sample = prompts[: args.decisions]
+    out: dict[str, Any] = {"data_dir": str(data_dir), "task_model": task_model is not None,
+                           "candidates": len(registry.models)}  # fmt: skip
+    modes = [("default cascade + static rules", "static-rules", False), ("default cascade + learned", "learned", False)]
+    if transformer is not None:
+        modes.append(("transformer forced + learned", "learned", True))
+    for label, which, forced in modes:
+        runtime = runtimes[which]
+        latencies, routers, wants = [], {}, 0
+        deadline = time.perf_counter() + args.budget
+        for i, text in enumerate(sample):
+            request = ChatRequest(f"bench-{i}", "auto", ({"role": "user", "content": text},))
+            t0 = time.perf_counter()
+            classification = runtime.classifier.classify(text)
+            if forced:
+                vector = transformer.embed([text])[0]  # type: ignore[union-attr]
+                classification = runtime.classifier.classify(text, vector)
+            decision = route(runtime, request, classification)
+            latencies.append(time.perf_counter() - t0)
+            wants += runtime.classifier.wants_embedding(classification)
+            routers[decision.router] = routers.get(decision.router, 0) + 1
+            if time.perf_counter() > deadline:
+                break
+        out[label] = {**summary(latencies), "routers": routers, "would_embed": wants}
+    return out
+
+
 def environment() -> dict[str, Any]:
     import torch
 
@@ -229,6 +308,11 @@ def table(r: dict[str, Any]) -> str:
     for name, s, note in rows:
         rate = s.get("per_s", 1000 / s["mean_ms"] if s["mean_ms"] else 0.0)
         lines.append(f"{name:<28}{s['n']:>6}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['mean_ms']:>10.3f}{rate:>10.0f}  {note}")
+    lines.append(f"routing decision (classify + route, {r['decision']['candidates']} candidates):")
+    for label, d in r["decision"].items():
+        if isinstance(d, dict):
+            lines.append(f"  {label:<32}{d['n']:>6}{d['p50_ms']:>10.3f}{d['p99_ms']:>10.3f}{d['mean_ms']:>10.3f}"
+                         f"{1000 / d['mean_ms']:>10.0f}  routers {d['routers']}; layers 3-4 wanted by {d['would_embed']}")  # fmt: skip
     lines.append(f"batching speed-up over one-at-a-time: {r['embed_concurrent']['per_s'] * seq / 1000:.1f}x")
     if "static_layer_p50_ms" in r["classify"]:
         c = r["classify"]

@@ -11,6 +11,8 @@ prefix (`openai/coder-slow-300`) or a descriptive name still triggers it
 - ``err-in-stream``: streaming sends 2 content chunks then the body raises; non-streaming 500
 - ``slow`` / ``slow-<ms>``: delays the answer, errors included (default 1000 ms); a successful
   stream waits that long before its first chunk, then spreads ~10 chunks over as long again
+- ``stream-<ms>``: a stream sends its first chunk at once, then spreads ~20 content chunks over ``<ms>``
+  (a long generation with a fast first token; non-streaming calls answer at once)
 - ``reports-cost``: usage also carries ``cost = total_tokens * 1e-6``
 - anything else: 200 with content ``"[<model>] " + <last user text[:200]>``
 
@@ -56,6 +58,8 @@ _INJECTED_ERRORS = {
     500: "server_error", 429: "rate_limit_error", 400: "invalid_request_error", 401: "authentication_error",
 }
 _SLOW_RE = re.compile(r"slow-(\d+)")
+_STREAM_RE = re.compile(r"stream-(\d+)")
+STREAM_PIECES = 20
 _FINGERPRINT = "fake"
 
 
@@ -75,6 +79,11 @@ def _slow_ms(model: str) -> int:
         return 0
     match = _SLOW_RE.search(model)
     return int(match.group(1)) if match else DEFAULT_SLOW_MS
+
+
+def _stream_ms(model: str) -> int:
+    match = _STREAM_RE.search(model)
+    return int(match.group(1)) if match else 0
 
 
 def _injected_failure(state: _State, model: str, stream: bool) -> Response | None:
@@ -180,6 +189,9 @@ async def _stream(
     frames = wire.ChunkWriter(cid, model, include_usage, _FINGERPRINT)
     break_stream = "err-in-stream" in model
 
+    stream_ms = _stream_ms(model)
+    spread_ms = stream_ms or slow_ms
+    parts = STREAM_PIECES if stream_ms else 10 if slow_ms else 5
     if slow_ms:
         await anyio.sleep(slow_ms / 1000)
     for index, choice in enumerate(choices):
@@ -187,10 +199,10 @@ async def _stream(
         if choice.tool_call is not None:
             yield frames.tool_call(index, choice.tool_call)
         else:
-            pieces = wire.split_words(choice.content or "", 10 if slow_ms else 5)
+            pieces = wire.split_words(choice.content or "", parts)
             if break_stream:
                 pieces = pieces[:2]
-            gap = slow_ms / 1000 / max(1, len(pieces))
+            gap = spread_ms / 1000 / max(1, len(pieces))
             for piece in pieces:
                 if gap:
                     await anyio.sleep(gap)

@@ -66,6 +66,9 @@ class Forwarder:
             raise RuntimeError("litellm is missing: pip install 'litellm==1.106.2'") from exc
         litellm.suppress_debug_info = True
         litellm.telemetry = False
+        # LiteLLM otherwise rebuilds every stream for its logging callbacks, ~15% of its CPU per streamed call
+        # (docs/PERFORMANCE.md); the gateway registers no callbacks and records each stream itself.
+        litellm.disable_streaming_logging = True
         # LiteLLM logs a line per call at INFO; the gateway records every call itself.
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
             logging.getLogger(name).setLevel(logging.WARNING)
