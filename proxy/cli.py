@@ -102,7 +102,8 @@ def _train(args: argparse.Namespace) -> int:
     from .training import train
 
     try:
-        report = train(Path(args.config), [Path(p) for p in args.data], Path(args.data_dir), args.folds)
+        report = train(Path(args.config), [Path(p) for p in args.data], Path(args.data_dir), args.folds, args.force,
+                       args.cv_sample)  # fmt: skip
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data", nargs="*", default=[], help="routing-outcome JSONL files (models.json beside)")
     training.add_argument("--data-dir", default="autoroute-data", help="store and artifacts (default: %(default)s)")
     training.add_argument("--folds", type=int, default=5, help="cross-validation folds for the printed score")
+    training.add_argument("--cv-sample", type=int, default=20_000, help="prompts the printed score is computed on")
+    training.add_argument("--force", action="store_true",
+                          help="promote the new version without the champion/challenger gate on logged decisions")
     training.set_defaults(func=_train)
 
     classifier = commands.add_parser("train-classifier", help="fit the task classifier's transformer layers (3-4)")

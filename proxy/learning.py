@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from router_plugins.outcomes import from_feedback
+from router_plugins.outcomes import OutcomeSet, from_feedback
 from router_plugins.registry import Registry
 from router_plugins.routers import LearnedRouter, Router, RouterContext
 from router_plugins.routers.learned import current_artifact
@@ -80,46 +80,40 @@ def _logged(rows: Sequence[dict[str, Any]]) -> list[LoggedDecision]:
     return [LoggedDecision(r["task"], r["routed_model"], float(r["propensity"] or 1.0), float(r["quality"])) for r in rows]
 
 
-def challenge(
-    registry: Registry,
-    store: Store,
-    artifacts: Path,
-    context: RouterContext,
-    evaluation_share: float | None = None,
-    margin: float | None = None,
-    extra_training: Callable[[LearnedRouter], None] | None = None,
-) -> ChallengeResult | None:
-    """Fit a challenger on older logged feedback, score it and the champion on the newest, promote the better.
-
-    Returns None when there is too little logged feedback to decide.
-    """
-    settings = registry.learning
-    share = settings.evaluation_share if evaluation_share is None else evaluation_share
-    margin = settings.promotion_margin if margin is None else margin
+def split_logged(store: Store, share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Logged scored decisions, oldest first, split into (older: to train on, newest `share`: to evaluate on)."""
     rows = [r for r in store.logged_decisions() if r["prompt_text"] and r["task"]]
     split = int(len(rows) * (1 - share))
-    train_rows, eval_rows = rows[:split], rows[split:]
-    if len(train_rows) < MIN_TRAINING_DECISIONS or len(eval_rows) < MIN_EVALUATION_DECISIONS:
-        return None
-    models = [m.name for m in registry.models]
-    challenger = LearnedRouter(registry, context)
-    training = from_feedback(
+    return rows[:split], rows[split:]
+
+
+def logged_outcomes(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> OutcomeSet:
+    """Logged decisions as training outcomes: one known outcome (the model that served) per prompt."""
+    return from_feedback(
         [{"request_id": r["request_id"], "prompt_text": r["prompt_text"], "task": r["task"], "model": r["selected_model"],
-          "quality": r["quality"], "cost_usd": r["cost_usd"]} for r in train_rows], models,
+          "quality": r["quality"], "cost_usd": r["cost_usd"]} for r in rows], models,
     )  # fmt: skip
-    challenger.fit(training)
-    challenger.fit_latency(store.latency_samples())
-    if extra_training is not None:
-        extra_training(challenger)
+
+
+def judge(
+    challenger: LearnedRouter,
+    registry: Registry,
+    train_rows: Sequence[dict[str, Any]],
+    eval_rows: Sequence[dict[str, Any]],
+    artifacts: Path,
+    context: RouterContext,
+    margin: float,
+) -> ChallengeResult:
+    """Score the challenger and the champion (the current artifact, else the logging policy) off-policy on
+    `eval_rows`; promote the challenger (new artifact version + pointer) only when it is better by `margin`."""
     logged = _logged(eval_rows)
-    reward_model = mean_reward_model(_logged(train_rows))
+    reward_model = mean_reward_model(_logged(train_rows) or logged)
     challenger_value = evaluate_policy(logged, _choices(challenger, eval_rows, registry), reward_model)
     champion_path = current_artifact(artifacts)
-    champion_version = None
     if champion_path is not None:
         champion = LearnedRouter(registry, context)
         champion.load(champion_path)
-        champion_version = champion.version
+        champion_version: str | None = champion.version
         champion_value = evaluate_policy(logged, _choices(champion, eval_rows, registry), reward_model)
     else:
         # No learned champion: the policy that logged the data, valued on-policy (its mean reward).
@@ -131,6 +125,40 @@ def challenge(
               f"{len(eval_rows)} logged decisions (margin {margin})")  # fmt: skip
     path = challenger.save(artifacts, extra={"offpolicy": challenger_value.to_dict()}) if better else None
     return ChallengeResult(better, reason, challenger_value, champion_value, champion_version, path)
+
+
+def challenge(
+    registry: Registry,
+    store: Store,
+    artifacts: Path,
+    context: RouterContext,
+    evaluation_share: float | None = None,
+    margin: float | None = None,
+) -> ChallengeResult | None:
+    """Fit a challenger on older logged feedback, score it and the champion on the newest, promote the better.
+
+    Returns None when there is too little logged feedback to decide.
+    """
+    settings = registry.learning
+    share = settings.evaluation_share if evaluation_share is None else evaluation_share
+    train_rows, eval_rows = split_logged(store, share)
+    if len(train_rows) < MIN_TRAINING_DECISIONS or len(eval_rows) < MIN_EVALUATION_DECISIONS:
+        return None
+    challenger = LearnedRouter(registry, context)
+    challenger.fit(logged_outcomes(train_rows, [m.name for m in registry.models]))
+    challenger.fit_latency(store.latency_samples())
+    margin = settings.promotion_margin if margin is None else margin
+    return judge(challenger, registry, train_rows, eval_rows, artifacts, context, margin)
+
+
+def record_challenge(store: Store, result: ChallengeResult) -> LearningEvent:
+    event = LearningEvent(
+        time.time(), "promotion" if result.promoted else "rejection", LearnedRouter.name,
+        result.path.stem.removeprefix("learned-") if result.path else "(not saved)", result.champion_version,
+        result.scores(), result.reason,
+    )  # fmt: skip
+    store.write_batch([event])
+    return event
 
 
 class LearningLoop:
@@ -170,12 +198,7 @@ class LearningLoop:
         if result is None:
             return None
         self.last_challenge = result
-        event = LearningEvent(
-            time.time(), "promotion" if result.promoted else "rejection", LearnedRouter.name,
-            result.path.stem.removeprefix("learned-") if result.path else "(not saved)", result.champion_version,
-            result.scores(), result.reason,
-        )  # fmt: skip
-        await asyncio.to_thread(self._store.write_batch, [event])
+        event = await asyncio.to_thread(record_challenge, self._store, result)
         log.info("learned router %s: %s", event.kind, result.reason)
         return result
 

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.training import LabelledPrompt, load_labelled
-from router_plugins.outcomes import OutcomeSet, concatenate, from_feedback, load_outcomes
+from router_plugins.outcomes import concatenate, from_feedback, load_outcomes
 from router_plugins.registry import load_registry
 from router_plugins.routers import LearnedRouter, RouterContext
 
@@ -22,47 +24,67 @@ LABELLED_FILE = "task-labelled.jsonl"
 """The labelled prompts `train-classifier` was given, kept so that a refit while serving uses them again."""
 
 
-def training_set(config: Path, data_files: list[Path], data_dir: Path) -> OutcomeSet:
-    """Outcome files and the store's feedback-labelled decisions, over the registry's models."""
+CV_SAMPLE = 20_000
+"""The printed cross-validated score is computed on at most this many prompts (the fit itself uses them all)."""
+
+
+def train(
+    config: Path, data_files: list[Path], data_dir: Path, folds: int = 5, force: bool = False,
+    cv_sample: int = CV_SAMPLE,
+) -> dict[str, Any]:
+    """Fit the learned router on outcome files and the store's feedback, then promote it through the champion /
+    challenger gate: when the store holds enough scored `auto` decisions, the newest `learning.evaluation_share`
+    of them is held out of training and both routers are scored on it off-policy; the new version is promoted only
+    when it is better (`force` skips the gate). Without logged decisions to judge on, the new version is promoted."""
+    from .learning import MIN_EVALUATION_DECISIONS, judge, record_challenge, split_logged
+
+    started = time.perf_counter()
     registry = load_registry(config)
     models = [m.name for m in registry.models]
     sets = [load_outcomes(path) for path in data_files]
     db = data_dir / DB_FILE
-    if db.exists():
-        store = open_store(str(db))
-        try:
-            sets.append(from_feedback(store.labelled_outcomes(), models))
-        finally:
-            store.close()
-    data = concatenate(sets, models)
-    if len(data) == 0:
-        raise ValueError("nothing to train on: no outcome file names a registry model and the store has no feedback")
-    return data
-
-
-def train(config: Path, data_files: list[Path], data_dir: Path, folds: int = 5) -> dict[str, Any]:
-    started = time.perf_counter()
-    registry = load_registry(config)
-    data = training_set(config, data_files, data_dir)
-    static = StaticEmbedder.load_or_build(data_dir)
-    context = RouterContext(static_embed=static.embed)
-    report: dict[str, Any] = {"prompts": len(data), "models": data.models}
-    if folds >= 2 and len(data) >= folds * 4:
-        cv = evaluate_cv(LearnedRouter.name, data, folds, context=context)
-        report["cv"] = {k: cv[k] for k in ("max_quality", "aiq", "quality_at_best_cost", "cost_to_match_best")}
-        report["cv"]["best_single"] = cv["best_single"]
-    router = LearnedRouter(registry, context)
-    router.fit(data)
-    db = data_dir / DB_FILE
-    if db.exists():
-        store = open_store(str(db))
-        try:
+    store = open_store(str(db)) if db.exists() else None
+    try:
+        train_rows, eval_rows = split_logged(store, registry.learning.evaluation_share) if store else ([], [])
+        gated = not force and len(eval_rows) >= MIN_EVALUATION_DECISIONS
+        held_out = {r["request_id"] for r in eval_rows} if gated else set()
+        if store is not None:
+            feedback = [r for r in store.labelled_outcomes() if r["request_id"] not in held_out]
+            sets.append(from_feedback(feedback, models))
+        data = concatenate(sets, models)
+        if len(data) == 0:
+            raise ValueError("nothing to train on: no outcome file names a registry model and the store has no feedback")
+        static = StaticEmbedder.load_or_build(data_dir)
+        context = RouterContext(static_embed=static.embed)
+        report: dict[str, Any] = {"prompts": len(data), "models": data.models}
+        sample = data
+        if len(data) > cv_sample:
+            sample = data.subset(np.sort(np.random.default_rng(0).choice(len(data), cv_sample, replace=False)))
+        if folds >= 2 and len(sample) >= folds * 4:
+            cv = evaluate_cv(LearnedRouter.name, sample, folds, context=context)
+            report["cv"] = {k: cv[k] for k in ("max_quality", "aiq", "quality_at_best_cost", "cost_to_match_best")}
+            report["cv"].update(best_single=cv["best_single"], prompts=len(sample))
+        router = LearnedRouter(registry, context)
+        router.fit(data)
+        if store is not None:
             router.fit_latency(store.latency_samples())
-        finally:
+        report["latency_measured"] = {m: n for m, (_, _, n) in sorted(router.latency.items())}
+        artifacts = data_dir / ARTIFACTS
+        if gated:
+            assert store is not None
+            result = judge(router, registry, train_rows, eval_rows, artifacts, context, registry.learning.promotion_margin)
+            record_challenge(store, result)
+            report["gate"] = {"promoted": result.promoted, "reason": result.reason, **result.scores(),
+                              "champion_version": result.champion_version}  # fmt: skip
+            path = result.path
+        else:
+            report["gate"] = {"promoted": True, "reason": "forced" if force else "too few logged decisions to judge"}
+            path = router.save(artifacts, extra={"cv": report.get("cv")})
+    finally:
+        if store is not None:
             store.close()
-    report["latency_measured"] = {m: n for m, (_, _, n) in sorted(router.latency.items())}
-    path = router.save(data_dir / ARTIFACTS, extra={"cv": report.get("cv")})
-    report.update(artifact=str(path), version=router.version, seconds=round(time.perf_counter() - started, 2))
+    report.update(artifact=str(path) if path else None, version=router.version,
+                  seconds=round(time.perf_counter() - started, 2))  # fmt: skip
     return report
 
 

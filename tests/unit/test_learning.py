@@ -128,3 +128,59 @@ def test_win_rates_come_from_feedback_and_failures_in_the_store(tmp_path: Path) 
     failures = state.cell("writing", "cheap").failures
     assert failures >= 1 and np.isfinite(failures)
     store.close()
+
+
+CONFIG = """
+models:
+""" + "".join(
+    f"  - {{name: {n}, litellm_params: {{model: openai/{n}}}, input_cost_per_mtok: 1.0, output_cost_per_mtok: 1.0}}\n"
+    for n in MODELS
+)
+
+
+class _BagOfWords:
+    embed = staticmethod(bag_of_words)
+
+
+@pytest.fixture
+def no_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`autoroute train` reads the static table; a bag of words stands in (the table takes ~30 s to build)."""
+    from router_plugins.classify import StaticEmbedder
+
+    monkeypatch.setattr(StaticEmbedder, "load_or_build", staticmethod(lambda data_dir: _BagOfWords()))
+
+
+def test_autoroute_train_is_gated_by_the_champion(tmp_path: Path, no_table: None) -> None:
+    from proxy.training import train
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    store = SQLiteStore(tmp_path / "autoroute.db")
+    _log(store, 0, 210, flipped=True, seed=2)  # misleading older feedback: what the new version learns from
+    _log(store, 210, 90, flipped=False, seed=3)  # the newest 30 %, held out: the truth
+    store.close()
+    champion = _artifact(tmp_path, flipped=False)
+    report = train(config, [], tmp_path, folds=0)
+    assert report["gate"]["promoted"] is False and report["artifact"] is None
+    assert current_artifact(tmp_path / "artifacts") == champion
+    assert report["prompts"] == 210, "the held-out decisions are not trained on"
+    forced = train(config, [], tmp_path, folds=0, force=True)
+    assert forced["gate"]["promoted"] and current_artifact(tmp_path / "artifacts") != champion
+    store = SQLiteStore(tmp_path / "autoroute.db")
+    (event,) = store.learning_events()
+    assert event["kind"] == "rejection" and event["scores"]["champion"]["dr"] > event["scores"]["challenger"]["dr"]
+    store.close()
+
+
+def test_autoroute_train_promotes_a_better_version(tmp_path: Path, no_table: None) -> None:
+    from proxy.training import train
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    store = SQLiteStore(tmp_path / "autoroute.db")
+    _log(store, 0, 300, flipped=False, seed=1)
+    store.close()
+    champion = _artifact(tmp_path, flipped=True)
+    report = train(config, [], tmp_path, folds=2)
+    assert report["gate"]["promoted"] and current_artifact(tmp_path / "artifacts") not in (None, champion)
+    assert report["cv"]["prompts"] == 210
