@@ -76,3 +76,25 @@ def test_feedback_moves_the_winrate_router_while_serving(start_gateway: Callable
     snapshot = json.loads((gateway.data_dir / "artifacts" / "winrate-current.json").read_text())
     cells = {(c["task"], c["model"]): c for c in snapshot["cells"]}
     assert cells["math", first]["failures"] > 0
+
+
+def test_the_trainer_runs_champion_challenger_in_the_background(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    config = registry_text(upstream) + LEARNING.format(exploration=0.3, mode="off").replace(
+        "  aggregate_interval_s: 0.5\n", "  aggregate_interval_s: 0.5\n  train_interval_s: 1\n  min_new_feedback: 60\n"
+    )
+    gateway = start_gateway(config)
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    for i in range(80):
+        request_id, model, _ = _chat(client, f"Solve {i}x + 5 = {i + 20} for x.")
+        score = 1.0 if model == "frontier" else 0.0
+        assert httpx.post(f"{gateway.base_url}/feedback", json={"request_id": request_id, "score": score}).status_code == 200
+    rows = gateway.wait_rows("SELECT kind, version, champion_version, scores FROM learning_events", timeout=60)
+    assert rows, "no champion/challenger decision was recorded"
+    event = rows[0]
+    scores = json.loads(event["scores"])
+    assert event["kind"] in ("promotion", "rejection") and event["champion_version"] == "logging-policy"
+    assert scores["challenger"]["n"] == scores["champion"]["n"] >= 20
+    if event["kind"] == "promotion":
+        assert (gateway.data_dir / "artifacts" / "learned-current.json").exists()
