@@ -36,9 +36,10 @@ router:
     transformer_knn: {{enabled: false}}
     torch_head: {{enabled: false}}
 learning:
-  chain: [winrate, static-rules]
+  chain: [{chain}]
   aggregate_interval_s: 1
-  train_interval_s: 0
+  train_interval_s: {train_interval}
+  min_new_feedback: 150
   winrate: {{exploration: {exploration}, half_life_events: {half_life}, prior_strength: 2}}
   ab: {{mode: split, treatment_share: 0.5}}
 """
@@ -73,8 +74,9 @@ def run_set(name: str, events: int, drift_at: int | None, args: argparse.Namespa
     data = DATA / name / "train.jsonl"
     upstream_port, gateway_port = _free_port(), _free_port()
     config_text = (REPO / "examples" / SETS[name]).read_text().replace("127.0.0.1:4020", f"127.0.0.1:{upstream_port}")
-    config_text = config_text.split("\nstorage:")[0] + LEARNING.format(exploration=args.exploration,
-                                                                       half_life=args.half_life)  # fmt: skip
+    config_text = config_text.split("\nstorage:")[0] + LEARNING.format(
+        exploration=args.exploration, half_life=args.half_life, train_interval=args.train_interval,
+        chain="learned, winrate, static-rules" if args.train_interval else "winrate, static-rules")  # fmt: skip
     run_dir = workdir / f"{name}-{'drift' if drift_at is not None else 'ab'}"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(config_text)
@@ -106,11 +108,20 @@ def run_set(name: str, events: int, drift_at: int | None, args: argparse.Namespa
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    import sqlite3
+
+    with sqlite3.connect(run_dir / "data" / "autoroute.db") as conn:
+        learning_events = [
+            {"kind": k, "version": v, "scores": json.loads(sc), "reason": r}
+            for k, v, sc, r in conn.execute("SELECT kind, version, scores, reason FROM learning_events ORDER BY id")
+        ]
     ok = [e for e in report.events if e.ok]
     if drift is not None and drift[0] == "*":
         served = Counter(e.model for e in ok if e.index < drift[1] and e.arm == "treatment")
         drift = (served.most_common(1)[0][0], drift[1])
-    return summarise(ok, args.window, drift)
+    summary = summarise(ok, args.window, drift)
+    summary["learning_events"] = learning_events
+    return summary
 
 
 def summarise(events: list[Any], window: int, drift: tuple[str, int] | None) -> dict[str, Any]:
@@ -157,6 +168,8 @@ def main() -> None:
     parser.add_argument("--drift-model", help="the model whose quality drops (default: the treatment arm's favourite)")
     parser.add_argument("--exploration", type=float, default=0.15)
     parser.add_argument("--half-life", type=float, default=60.0)
+    parser.add_argument("--train-interval", type=float, default=0.0,
+                        help="seconds between trainer runs (0: the win-rate router alone, no learned router)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="bound on each run")
@@ -174,6 +187,8 @@ def main() -> None:
                 print(f"  after {point['events']:5d} events: treatment {point['treatment']:.3f} control "
                       f"{point['control']:.3f} Δ {point['difference']:+.3f}")
             print(f"  drift: {ab['drift']}")
+            for event in ab["learning_events"]:
+                print(f"  trainer: {event['kind']} {event['version']}: {event['reason']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -326,6 +326,8 @@ def _explored(
     decision = _decide_with(runtime, runtime.routers, request, classification)
     if runtime.explorer is None:
         return decision, {decision.model: 1.0}
+    if decision.router != runtime.explorer.name:
+        decision = runtime.explorer.guard(decision, request, classification, runtime.available)
     return runtime.explorer.explore(decision, request, classification)
 
 

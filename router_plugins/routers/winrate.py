@@ -30,6 +30,10 @@ from .static_rules import StaticRulesRouter
 THOMPSON_DRAWS = 256
 """Posterior draws per decision that estimate the Thompson-sampling choice probabilities."""
 ANY_TASK = "*"
+GUARD_MIN_OBSERVATIONS = 10
+GUARD_MARGIN = 0.25
+"""Drift guard: another router's choice is overruled when the model's recent win rate on the task is this far below
+the quality that router predicted, on at least GUARD_MIN_OBSERVATIONS verdicts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,26 @@ class WinRateRouter(StaticRulesRouter):
             f"(confidence {confidence(cell.observations, self._settings.confidence_midpoint):.2f})"
         )
         return replace(greedy, reason=reason, router=self.name, router_version=self.version)
+
+    def guard(
+        self, decision: RouteDecision, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> RouteDecision:
+        """Drift guard for a decision of another router (e.g. `learned`, which learns slowly from all history):
+        when the chosen model's recent win rate on this task fell far below what that router predicted, the win
+        rates decide instead."""
+        chosen = next((c for c in decision.alternatives if c.model == decision.model), None)
+        model = self._registry.model(decision.model)
+        cell = self._state().cell(task.task, decision.model)
+        if chosen is None or model is None or cell.observations < GUARD_MIN_OBSERVATIONS:
+            return decision
+        recent = self._quality(model, task.task)
+        if recent >= chosen.quality - GUARD_MARGIN:
+            return decision
+        greedy = self.greedy_route(request, task, candidates)
+        if greedy is None or greedy.model == decision.model:
+            return decision
+        return replace(greedy, reason=f"drift guard: {decision.model}'s recent win rate on {task.task} is {recent:.2f}, "
+                                      f"{decision.router} predicted {chosen.quality:.2f}; {greedy.reason}")  # fmt: skip
 
     def explore(
         self, decision: RouteDecision, request: ChatRequest, task: Classification

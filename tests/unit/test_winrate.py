@@ -109,3 +109,21 @@ def test_no_exploration_budget_means_propensity_one() -> None:
     router = _router(WinRateState(), exploration=0.0)
     decisions = {router.route(_request(), task, router._registry.models).model for _ in range(50)}
     assert decisions == {"a"}
+
+
+def test_the_drift_guard_overrules_a_stale_prediction() -> None:
+    from router_plugins.types import RouteDecision, ScoredCandidate
+
+    task = Classification("math", 1.0, "keywords")
+    learned = RouteDecision("a", "learned says a", "learned", "v1",
+                            (ScoredCandidate("a", 0.9, 0.9, 0.001, 100.0), ScoredCandidate("b", 0.5, 0.5, 0.001, 100.0)))  # fmt: skip
+    few = [Observation(float(t), "math", "a", 0.0) for t in range(5)]
+    router = _router(aggregate(few, SETTINGS, now=5.0), exploration=0.0)
+    assert router.guard(learned, _request(), task, router._registry.models) is learned, "too few verdicts to overrule"
+    many = [Observation(float(t), "math", "a", 0.0) for t in range(30)]
+    router = _router(aggregate(many, SETTINGS, now=30.0), exploration=0.0)
+    guarded = router.guard(learned, _request(), task, router._registry.models)
+    assert guarded.model != "a" and guarded.reason.startswith("drift guard") and guarded.router == "winrate"
+    good = [Observation(float(t), "math", "a", 1.0) for t in range(30)]
+    router = _router(aggregate(good, SETTINGS, now=30.0), exploration=0.0)
+    assert router.guard(learned, _request(), task, router._registry.models) is learned
