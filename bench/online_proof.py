@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--drift-at", type=int, default=1000, help="A/B numbers are measured before this event")
     parser.add_argument("--drift-model", help="the model whose quality drops (default: the treatment arm's favourite)")
     parser.add_argument("--exploration", type=float, default=0.15)
-    parser.add_argument("--half-life", type=float, default=60.0)
+    parser.add_argument("--half-life", type=float, default=40.0)
     parser.add_argument("--train-interval", type=float, default=0.0,
                         help="seconds between trainer runs (0: the win-rate router alone, no learned router)")
     parser.add_argument("--concurrency", type=int, default=4)

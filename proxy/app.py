@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 DB_FILE = "autoroute.db"
 ARTIFACTS = "artifacts"
 REFIT_CHECK_S = 5.0
+LABEL_COUNT_S = 30.0
+REFIT_RETRY_S = 300.0
 REFIT_AFTER_LABELS = 20
 """Feedback that names this many new request tasks refits the classifier's layers 3-4 while serving."""
 
@@ -181,13 +184,14 @@ def create_app(settings: AppSettings) -> FastAPI:
                 services.task_model = f"failed: {type(exc).__name__}"
                 return
             pipeline.use_embeddings(server)
-            fitted_labels = -1
+            fitted_labels, labels, counted_at = -1, 0, -LABEL_COUNT_S
             while True:
                 # Refit layers 3-4 when there is none yet (first start, ~15 s), when the registry's tasks changed,
                 # or when feedback has named enough new tasks; then swap it in. Checked every REFIT_CHECK_S.
                 current = task_model[0]
                 registry = holder.current.registry
-                labels = len(await asyncio.to_thread(store.task_labels))
+                if time.monotonic() - counted_at >= LABEL_COUNT_S:  # a scan of the feedback table: not too often
+                    labels, counted_at = len(await asyncio.to_thread(store.task_labels)), time.monotonic()
                 reason = ("none yet" if current is None else "the registry's tasks changed"
                           if current.is_stale(registry.tasks) else "new task labels from feedback"
                           if fitted_labels >= 0 and labels - fitted_labels >= REFIT_AFTER_LABELS else None)  # fmt: skip
@@ -201,7 +205,7 @@ def create_app(settings: AppSettings) -> FastAPI:
                     except Exception as exc:  # noqa: BLE001 - the last model (or the cheap layers) keeps serving
                         log.exception("the task model could not be fitted")
                         services.task_model = f"failed: {type(exc).__name__}"
-                        await asyncio.sleep(REFIT_CHECK_S)
+                        await asyncio.sleep(REFIT_RETRY_S)
                         continue
                 elif fitted_labels < 0:
                     fitted_labels = labels

@@ -2,7 +2,7 @@
 
 Every logged decision carries the propensity of the model it routed to (the probability the logging policy gave
 that model). A deterministic candidate policy is scored by replaying each logged request through it:
-- IPS: mean of 1[π(x) = a]·r / p, unbiased when propensities are right, high variance when they are small;
+- IPS: mean of 1[π(x) = a]·r / p (the weight 1/p clipped at MAX_WEIGHT), unbiased when propensities are right, high variance when they are small;
 - SNIPS: the same, normalised by the sum of the importance weights (lower variance, slightly biased);
 - DR (doubly robust): mean of q̂(x, π(x)) + 1[π(x) = a]·(r − q̂(x, a)) / p, with q̂ a reward model (here per task
   and model means from older data): unbiased if either the propensities or q̂ are right.
@@ -43,8 +43,15 @@ class PolicyValue:
                 "matched": self.matched, "n": self.n}  # fmt: skip
 
 
-def evaluate_policy(logged: Sequence[LoggedDecision], choices: Sequence[str], reward_model: RewardModel) -> PolicyValue:
-    """The value of a policy that would have chosen `choices[i]` for `logged[i]`."""
+MAX_WEIGHT = 10.0
+"""Importance weights are clipped here: one logged decision with a tiny propensity must not decide the estimate
+(a little bias for much less variance, as is usual for IPS and DR)."""
+
+
+def evaluate_policy(
+    logged: Sequence[LoggedDecision], choices: Sequence[str], reward_model: RewardModel, max_weight: float = MAX_WEIGHT
+) -> PolicyValue:
+    """The value of a policy that would have chosen `choices[i]` for `logged[i]` (weights clipped at `max_weight`)."""
     if len(logged) != len(choices):
         raise ValueError("one choice per logged decision")
     if not logged:
@@ -52,7 +59,7 @@ def evaluate_policy(logged: Sequence[LoggedDecision], choices: Sequence[str], re
     match = np.array([c == d.model for d, c in zip(logged, choices)], dtype=np.float64)
     propensity = np.array([max(d.propensity, 1e-6) for d in logged])
     reward = np.array([d.reward for d in logged])
-    weight = match / propensity
+    weight = np.minimum(match / propensity, max_weight)
     q_chosen = np.array([reward_model(d.task, c) for d, c in zip(logged, choices)])
     q_logged = np.array([reward_model(d.task, d.model) for d in logged])
     ips = float(np.mean(weight * reward))

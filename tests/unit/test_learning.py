@@ -34,6 +34,8 @@ def test_ips_snips_and_dr_on_a_known_log() -> None:
     assert value.ips == pytest.approx(0.75) and value.snips == pytest.approx(3 / 7) and value.matched == 3
     # DR = mean(0.5 + w·(r − 0.5)) = (0.5 + 1) + 0.5 + (0.5 − 2) + (0.5 + 0.5) → 1.5, 0.5, −1.5, 1.0 → 0.375.
     assert value.dr == pytest.approx(0.375)
+    clipped = evaluate_policy([LoggedDecision("t", "a", 1e-4, 1.0)], ["a"], lambda task, m: 0.0)
+    assert clipped.ips == pytest.approx(10.0), "a tiny propensity's weight is clipped at MAX_WEIGHT"
     q = mean_reward_model(logged, prior_weight=0.0)
     assert q("t", "a") == pytest.approx(0.5) and q("t", "b") == pytest.approx(0.5) and q("x", "zz") == 0.5
 
