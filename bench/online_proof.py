@@ -116,11 +116,21 @@ def run_set(name: str, events: int, drift_at: int | None, args: argparse.Namespa
             for k, v, sc, r in conn.execute("SELECT kind, version, scores, reason FROM learning_events ORDER BY id")
         ]
     ok = [e for e in report.events if e.ok]
+    from proxy.evaluation.ab import ab_report, format_ab_report
+    from proxy.store import SQLiteStore
+
+    store = SQLiteStore(run_dir / "data" / "autoroute.db")
+    before_drift = {e.request_id for e in ok if drift is None or e.index < drift[1]}
+    rows = [r for r in store.ab_outcomes() if r["request_id"] in before_drift]
+    store.close()
+    statistics = ab_report(rows, metric="quality")
+    print(format_ab_report(statistics))
     if drift is not None and drift[0] == "*":
         served = Counter(e.model for e in ok if e.index < drift[1] and e.arm == "treatment")
         drift = (served.most_common(1)[0][0], drift[1])
     summary = summarise(ok, args.window, drift)
     summary["learning_events"] = learning_events
+    summary["report_ab"] = statistics
     return summary
 
 

@@ -216,12 +216,17 @@ class WinRateSettings:
     """Observations older than this are ignored."""
     exploration: float = 0.1
     """Budget: the share of decisions drawn by Thompson sampling instead of taking the best posterior mean."""
+    caution: float = 0.67
+    """The greedy choice ranks models by posterior mean − caution × posterior sd (0.67: about the 25th percentile),
+    so a model must show it is better before it takes the traffic; exploration stays within `exploration`."""
     confidence_midpoint: float = 10.0
     """Observations at which confidence (a sigmoid of the evidence) reaches 0.5; it is reported with each choice."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.exploration <= 1.0:
             raise ValueError("learning.winrate.exploration must be in [0, 1]")
+        if self.caution < 0:
+            raise ValueError("learning.winrate.caution must be >= 0")
         if self.prior_strength <= 0 or self.half_life_events <= 0 or self.window_s <= 0:
             raise ValueError("learning.winrate prior_strength, half_life_events and window_s must be positive")
 

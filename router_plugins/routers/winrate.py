@@ -6,8 +6,8 @@ of the same task and model, and anything older than `window_s` is dropped, so a 
 traffic within a few hundred events. The prior is the registry's prior quality pooled with the model's record on
 all tasks, worth `prior_strength` observations. Latency and cost are tracked beside success.
 
-Choice: the static rules' utility (rules, constraints, specialist and priority bonuses, preference weights) with the
-posterior mean as quality. With probability `exploration` the choice is instead one Thompson sample (posterior
+Choice: the static rules' utility (rules, constraints, specialist and priority bonuses, preference weights) with a
+cautious quality (posterior mean less `caution` standard deviations: a model proves itself before it takes traffic). With probability `exploration` the choice is instead one Thompson sample (posterior
 draws in place of the means); the probability of the chosen model under this mixture is the decision's propensity,
 which off-policy evaluation needs. State comes from `aggregate()`, run in the background by the gateway.
 """
@@ -30,6 +30,8 @@ from .static_rules import StaticRulesRouter
 THOMPSON_DRAWS = 256
 """Posterior draws per decision that estimate the Thompson-sampling choice probabilities."""
 ANY_TASK = "*"
+TASK_SHIFT_CAP = 0.2
+"""The most a task's evidence moves the registry's priors of the models (up or down)."""
 GUARD_MIN_OBSERVATIONS = 10
 GUARD_MARGIN = 0.25
 """Drift guard: another router's choice is overruled when the model's recent win rate on the task is this far below
@@ -74,12 +76,27 @@ class WinRateState:
     def cell(self, task: str, model: str) -> Cell:
         return self.cells.get((task, model)) or Cell()
 
-    def posterior(self, task: str, model: ModelEntry, strength: float) -> tuple[float, float]:
-        """Beta(α, β): the prior (registry prior pooled with the model's other tasks) plus this task's evidence."""
+    def posterior(self, task: str, model: ModelEntry, strength: float, shift: float = 0.0) -> tuple[float, float]:
+        """Beta(α, β): the prior (registry prior, moved by `shift`, pooled with the model's other tasks) plus this
+        task's evidence."""
         pooled = self.cell(ANY_TASK, model.name)
-        prior = (strength * model.prior_quality(task) + pooled.successes) / (strength + pooled.weight)
+        base = min(max(model.prior_quality(task) + shift, 0.01), 0.99)
+        prior = (strength * base + pooled.successes) / (strength + pooled.weight)
         own = self.cell(task, model.name)
         return strength * prior + own.successes, strength * (1 - prior) + own.failures
+
+    def task_shift(self, task: str, models: Sequence[ModelEntry], strength: float) -> float:
+        """How far the registry's priors are off on this task, judged by every model's evidence on it (empirical
+        Bayes): a model not tried yet starts from its prior moved by this, not from an optimistic registry default."""
+        excess, weight = 0.0, 0.0
+        for model in models:
+            cell = self.cells.get((task, model.name))
+            if cell is not None and cell.weight:
+                excess += cell.successes - model.prior_quality(task) * cell.weight
+                weight += cell.weight
+        shift = excess / (strength + weight)
+        # One model failing alone must not drag every other model down with it: the shift is bounded.
+        return max(-TASK_SHIFT_CAP, min(TASK_SHIFT_CAP, shift))
 
     def to_json(self) -> str:
         return json.dumps({
@@ -142,6 +159,8 @@ class WinRateRouter(StaticRulesRouter):
         self._state = state or context.winrate or (lambda: WinRateState())
         self._settings = registry.learning.winrate
         self._rng = np.random.default_rng(context.seed if context.seed else None)
+        self._shifts: dict[tuple[str, str], float] = {}
+        """(state version, task) -> task_shift: computed once per aggregation."""
 
     @property
     def version(self) -> str:  # type: ignore[override]
@@ -151,9 +170,21 @@ class WinRateRouter(StaticRulesRouter):
     def version(self, value: str) -> None:
         pass  # the state's version names this router's decisions
 
+    def _posterior(self, task: str, model: ModelEntry) -> tuple[float, float]:
+        state = self._state()
+        key = (state.version, task)
+        if key not in self._shifts:
+            if len(self._shifts) > 1000:
+                self._shifts.clear()
+            self._shifts[key] = state.task_shift(task, self._registry.models, self._settings.prior_strength)
+        return state.posterior(task, model, self._settings.prior_strength, self._shifts[key])
+
     def _quality(self, model: ModelEntry, task: str) -> float:
-        alpha, beta = self._state().posterior(task, model, self._settings.prior_strength)
-        return alpha / (alpha + beta)
+        """A cautious estimate: the posterior mean less `caution` standard deviations."""
+        alpha, beta = self._posterior(task, model)
+        n = alpha + beta
+        mean = alpha / n
+        return mean - self._settings.caution * math.sqrt(mean * (1 - mean) / (n + 1))
 
     def _latency(self, model: ModelEntry, task: str) -> float:
         measured = self._state().cell(task, model.name).latency_ms
@@ -233,7 +264,7 @@ class WinRateRouter(StaticRulesRouter):
         weight = self._registry.preferences[request.preference].quality_weight
         names = [c.model for c in options]
         posteriors = np.array([
-            self._state().posterior(task.task, self._registry.model(n), self._settings.prior_strength)  # type: ignore[arg-type]
+            self._posterior(task.task, self._registry.model(n))  # type: ignore[arg-type]
             for n in names
         ])  # fmt: skip
         # The utility without its quality term (cost, latency, bonuses), whichever router scored the candidates.

@@ -121,9 +121,26 @@ def test_the_drift_guard_overrules_a_stale_prediction() -> None:
     router = _router(aggregate(few, SETTINGS, now=5.0), exploration=0.0)
     assert router.guard(learned, _request(), task, router._registry.models) is learned, "too few verdicts to overrule"
     many = [Observation(float(t), "math", "a", 0.0) for t in range(30)]
+    many += [Observation(float(t), "math", "b", 0.7) for t in range(10)]  # explored now and then: still fine
     router = _router(aggregate(many, SETTINGS, now=30.0), exploration=0.0)
     guarded = router.guard(learned, _request(), task, router._registry.models)
     assert guarded.model != "a" and guarded.reason.startswith("drift guard") and guarded.router == "winrate"
     good = [Observation(float(t), "math", "a", 1.0) for t in range(30)]
     router = _router(aggregate(good, SETTINGS, now=30.0), exploration=0.0)
     assert router.guard(learned, _request(), task, router._registry.models) is learned
+
+
+def test_untried_models_start_from_what_the_task_showed_not_an_optimistic_default() -> None:
+    # On this task the tried models do far worse than the registry's priors (0.6 and 0.5) promised.
+    obs = [Observation(float(t), "trivia", "a", 0.1) for t in range(40)]
+    obs += [Observation(float(t), "trivia", "b", 0.2) for t in range(40)]
+    state = aggregate(obs, dataclasses.replace(SETTINGS, half_life_events=1e9), now=40.0)
+    shift = state.task_shift("trivia", registry().models, 4.0)
+    # Excess over the priors: 40·0.1 − 0.6·40 + 40·0.2 − 0.5·40 = −32, over 4 + 80 weight.
+    assert shift == -0.2, "−32 / (4 + 80) = −0.38, bounded at −0.2"
+    untried = model("c", 0.4)
+    alpha, beta = state.posterior("trivia", untried, 4.0, shift)
+    assert alpha / (alpha + beta) == pytest.approx(0.2), "c's prior 0.4 moved down by the task's evidence"
+    router = _router(state, exploration=0.0)
+    decision = router.route(_request(), Classification("trivia", 1.0, "keywords"), router._registry.models)
+    assert decision.model == "b", "the best tried model keeps the traffic; the untried one is not presumed better"
