@@ -98,3 +98,26 @@ def test_the_trainer_runs_champion_challenger_in_the_background(
     assert scores["challenger"]["n"] == scores["champion"]["n"] >= 20
     if event["kind"] == "promotion":
         assert (gateway.data_dir / "artifacts" / "learned-current.json").exists()
+
+
+def test_tuned_thresholds_are_swapped_in_while_serving(start_gateway: Callable[..., Gateway], upstream: Upstream) -> None:
+    from proxy.tuning import ARTIFACT_FORMAT, POINTER_FILE
+
+    gateway = start_gateway(registry_text(upstream))
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+
+    def keywords_threshold() -> float:
+        request_id, _, _ = _chat(client, "Translate 'thank you' into German.")
+        (row,) = gateway.wait_rows("SELECT layer_attempts FROM routing_decisions WHERE request_id = ?", (request_id,))
+        return json.loads(row["layer_attempts"])[0]["threshold"]
+
+    assert keywords_threshold() == 0.55, "the YAML's (default) threshold"
+    artifacts = gateway.data_dir / "artifacts"
+    (artifacts / "thresholds-test.json").write_text(json.dumps(
+        {"format": ARTIFACT_FORMAT, "version": "test", "thresholds": {"keywords": 0.71}}
+    ))  # fmt: skip
+    (artifacts / POINTER_FILE).write_text(json.dumps({"artifact": "thresholds-test.json", "version": "test"}))
+    deadline = time.monotonic() + 15
+    while (threshold := keywords_threshold()) != 0.71:
+        assert time.monotonic() < deadline, f"the tuned threshold was not picked up ({threshold})"
+        time.sleep(0.5)
