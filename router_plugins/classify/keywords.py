@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+import re._constants as _sre
+import re._parser as _sre_parser
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from ..registry import TaskType
 from .layer import LayerVerdict
@@ -33,6 +36,65 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def mandatory_literals(pattern: str) -> tuple[tuple[str, ...], ...]:
+    """Sets of lowercase ASCII strings such that any match contains one string of each set, read off the whole
+    pattern (its groups, alternations and repeats), fewest alternatives first; () when none can be read.
+
+    A necessary condition on ASCII text only: a case-insensitive pattern character outside ASCII (the Kelvin sign)
+    can match an ASCII letter, so non-ASCII pattern characters are never taken as literals.
+    """
+    try:
+        parsed = _sre_parser.parse(pattern, re.IGNORECASE | re.MULTILINE)
+    except re.error:  # compiling the pattern raises it with a better message
+        return ()
+    # A one-character literal is in nearly every text: not worth a test.
+    sets = {alts for alts in _required_sets(parsed) if min(map(len, alts)) > 1}
+    return tuple(sorted(sets, key=lambda alts: (len(alts), -min(map(len, alts)), alts)))
+
+
+def _required_sets(sequence: Any) -> list[tuple[str, ...]]:
+    """Each item of a parsed sequence that any match must contain, as its set of literal alternatives."""
+    found: list[tuple[str, ...]] = []
+    run: list[str] = []
+    for op, av in sequence:
+        if op is _sre.LITERAL and av < 128:
+            run.append(chr(av))
+            continue
+        prefix = "".join(run).lower()
+        if prefix:
+            found.append((prefix,))
+            run.clear()
+        if op is _sre.SUBPATTERN:
+            found.extend(_required_sets(av[-1]))
+        elif op is _sre.ATOMIC_GROUP:
+            found.extend(_required_sets(av))
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT) and av[0] >= 1:
+            found.extend(_required_sets(av[2]))
+        elif op is _sre.BRANCH:
+            if prefix:  # the parser moves the alternatives' common opening out: `pr|pull` is `p(r|ull)`
+                found.append(tuple(sorted({prefix + _leading_run(alternative) for alternative in av[1]})))
+            union: set[str] = set()
+            for alternative in av[1]:
+                options = _required_sets(alternative)
+                if not options:  # this alternative needs no literal: the alternation as a whole needs none
+                    break
+                union.update(min(options, key=len))
+            else:
+                found.append(tuple(sorted(union)))
+    if run:
+        found.append(("".join(run).lower(),))
+    return found
+
+
+def _leading_run(sequence: Any) -> str:
+    run = []
+    for op, av in sequence:
+        if op is not _sre.LITERAL or av >= 128:
+            break
+        run.append(chr(av))
+    return "".join(run).lower()
+
+
 def required_literals(pattern: str) -> tuple[str, ...] | None:
     """Lowercase strings of which a match must contain one, read off the pattern's opening; None when unsure.
 
@@ -43,6 +105,28 @@ def required_literals(pattern: str) -> tuple[str, ...] | None:
         return None
     alternatives = (found.group(1) or found.group(2)).split("|")
     return None if any(not a.strip() for a in alternatives) else tuple(alternatives)
+
+
+_Pattern = tuple[re.Pattern[str], tuple[str, ...] | None, tuple[tuple[str, ...], ...]]
+"""A compiled pattern, its opening's literals (any text) and its mandatory literal sets (ASCII text)."""
+
+
+def _ascii_prefilter(pattern: str) -> tuple[tuple[str, ...], ...]:
+    # The opening's literals are kept among the sets: on ASCII text this prefilter then skips a pattern whenever the
+    # opening-literal one alone would, so both give the same scores.
+    opening = required_literals(pattern)
+    return tuple(dict.fromkeys(((opening,) if opening else ()) + mandatory_literals(pattern)))
+
+
+def _has_one_of_each(lowered: str, required: tuple[tuple[str, ...], ...]) -> bool:
+    # Plain loops: nested any()/all() generators cost twice as much as the substring tests they run.
+    for alternatives in required:
+        for literal in alternatives:
+            if literal in lowered:
+                break
+        else:
+            return False
+    return True
 
 
 class KeywordLayer:
@@ -58,7 +142,7 @@ class KeywordLayer:
         self._phrases: dict[str, set[str]] = defaultdict(set)
         self._starts: dict[str, int] = {}
         """First token of a phrase -> the most tokens a phrase starting with it has."""
-        self._patterns: list[tuple[str, tuple[tuple[re.Pattern[str], tuple[str, ...] | None], ...]]] = []
+        self._patterns: list[tuple[str, tuple[_Pattern, ...]]] = []
         for task in tasks:
             for keyword in task.keywords:
                 words = tokens(keyword)
@@ -66,7 +150,10 @@ class KeywordLayer:
                     self._phrases[" ".join(words)].add(task.name)
                     self._starts[words[0]] = max(self._starts.get(words[0], 0), len(words))
             # Compiled one by one: joined, their inline flags and group numbers would clash.
-            patterns = tuple((re.compile(p, re.IGNORECASE | re.MULTILINE), required_literals(p)) for p in task.patterns)
+            patterns = tuple(
+                (re.compile(p, re.IGNORECASE | re.MULTILINE), required_literals(p), _ascii_prefilter(p))
+                for p in task.patterns
+            )
             if patterns:
                 self._patterns.append((task.name, patterns))
 
@@ -87,12 +174,17 @@ class KeywordLayer:
             text = f"{text[:HEAD_CHARS]}\n{text[-TAIL_CHARS:]}"
         score: dict[str, float] = {task: float(len(found)) for task, found in self._keyword_hits(text).items()}
         lowered = text.lower()
+        ascii_text = text.isascii()
         for task, patterns in self._patterns:
-            matched = sum(
-                1
-                for pattern, literals in patterns
-                if (literals is None or any(literal in lowered for literal in literals)) and pattern.search(text)
-            )
+            matched = 0
+            for pattern, literals, ascii_required in patterns:
+                if ascii_text:  # where a substring of the lowercased text is exact: see mandatory_literals
+                    if not _has_one_of_each(lowered, ascii_required):
+                        continue
+                elif literals is not None and not any(literal in lowered for literal in literals):
+                    continue
+                if pattern.search(text):
+                    matched += 1
             if matched:
                 score[task] = score.get(task, 0.0) + PATTERN_WEIGHT * matched
         scores = sorted(((s, task) for task, s in score.items() if s), reverse=True)

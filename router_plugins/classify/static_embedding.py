@@ -8,6 +8,7 @@ accuracy, which is why this layer has a threshold and the transformer layer sits
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -44,6 +45,9 @@ READOUT_TEMPERATURE = 5.0
 """The discriminant's logits differ by several units between tasks; this brings its confidence in line with the
 similarity's (on the dev set, a blended 0.85 is right about 19 times in 20)."""
 MAX_TOKENS = 256
+RECENT_TEXTS = 256
+"""Single texts whose vectors are kept: the classifier's layer and the learned router embed the same prompt in one
+request, with other requests' classification in between when they are concurrent."""
 _FUNCTION_WORDS = frozenset(
     "a an the and or but if then of to in on at by for with from as is are was were be been being it its this that "
     "these those i you he she we they me my your our their what which who whom how do does did can could would should "
@@ -126,8 +130,21 @@ class StaticEmbedder:
             build_static_table(path)
         return cls.load(path)
 
+    def __post_init__(self) -> None:
+        self._one = functools.lru_cache(maxsize=RECENT_TEXTS)(self._embed_one)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length sentence vectors, one row per text (a zero row for a text with no tokens)."""
+        if len(texts) == 1:
+            return self._one(texts[0]).copy()
+        return self._embed_all(texts)
+
+    def _embed_one(self, text: str) -> np.ndarray:
+        vector = self._embed_all([text])
+        vector.flags.writeable = False  # shared by every caller that asks for this text; each gets a copy
+        return vector
+
+    def _embed_all(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.rows.shape[1]), dtype=np.float32)
         for i, encoding in enumerate(self.tokenizer.encode_batch(list(texts), add_special_tokens=False)):
             ids = encoding.ids

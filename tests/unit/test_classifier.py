@@ -418,6 +418,20 @@ def test_embedder_gives_unit_vectors_along_the_chosen_axes(embedder: StaticEmbed
     assert not vectors[2].any()
 
 
+def test_embedder_single_texts_come_from_a_cache_as_fresh_copies(embedder: StaticEmbedder) -> None:
+    texts = ["apple banana", "cherry", "apple banana cherry"]
+    batched = embedder.embed(texts)
+
+    first = embedder.embed(["apple banana"])
+    first[0, 0] = 99.0  # a caller writing into its vector must not change what the next caller gets
+    again = embedder.embed(["apple banana"])
+
+    np.testing.assert_array_equal(again[0], batched[0])
+    assert again.shape == (1, DIMENSIONS) and again.flags.writeable
+    for i, text in enumerate(texts):
+        np.testing.assert_array_equal(embedder.embed([text])[0], batched[i])
+
+
 def test_static_embedding_picks_the_nearest_task(fruit_layer: StaticEmbeddingLayer) -> None:
     verdict = fruit_layer.classify("banana")
 
