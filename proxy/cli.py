@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data", nargs="*", default=[], help="routing-outcome JSONL files (models.json beside)")
     training.add_argument("--data-dir", default="autoroute-data", help="store and artifacts (default: %(default)s)")
     training.add_argument("--folds", type=int, default=5, help="cross-validation folds for the printed score")
-    training.add_argument("--cv-sample", type=int, default=20_000, help="prompts the printed score is computed on")
+    training.add_argument("--cv-sample", type=int, default=5_000, help="prompts the printed score is computed on")
     training.add_argument("--force", action="store_true",
                           help="promote the new version without the champion/challenger gate on logged decisions")
     training.set_defaults(func=_train)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 WINRATE_SNAPSHOT = "winrate-current.json"
 MIN_EVALUATION_DECISIONS = 20
 MIN_TRAINING_DECISIONS = 30
+MAX_EVALUATION_DECISIONS = 5000
+"""Enough for a stable off-policy estimate; replaying more through both routers only costs time."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,10 @@ def _logged(rows: Sequence[dict[str, Any]]) -> list[LoggedDecision]:
 
 
 def split_logged(store: Store, share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Logged scored decisions, oldest first, split into (older: to train on, newest `share`: to evaluate on)."""
+    """Logged scored decisions, oldest first, split into (older: to train on, newest `share`, at most
+    MAX_EVALUATION_DECISIONS: to evaluate on)."""
     rows = [r for r in store.logged_decisions() if r["prompt_text"] and r["task"]]
-    split = int(len(rows) * (1 - share))
+    split = max(int(len(rows) * (1 - share)), len(rows) - MAX_EVALUATION_DECISIONS)
     return rows[:split], rows[split:]
 
 

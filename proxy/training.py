@@ -24,7 +24,7 @@ LABELLED_FILE = "task-labelled.jsonl"
 """The labelled prompts `train-classifier` was given, kept so that a refit while serving uses them again."""
 
 
-CV_SAMPLE = 20_000
+CV_SAMPLE = 5_000
 """The printed cross-validated score is computed on at most this many prompts (the fit itself uses them all)."""
 
 
