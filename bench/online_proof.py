@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as h  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "routing"
@@ -45,91 +44,48 @@ learning:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], seconds: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
-
-
 def run_set(name: str, events: int, drift_at: int | None, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from proxy.evaluation.ab import ab_report, format_ab_report
     from proxy.replay.dataset import read_records
     from proxy.replay.driver import OnlineSettings, drive
+    from proxy.store import SQLiteStore
 
     data = DATA / name / "train.jsonl"
-    upstream_port, gateway_port = _free_port(), _free_port()
+    upstream_port, gateway_port = h.free_port(), h.free_port()
     config_text = (REPO / "examples" / SETS[name]).read_text().replace("127.0.0.1:4020", f"127.0.0.1:{upstream_port}")
     config_text = config_text.split("\nstorage:")[0] + LEARNING.format(
         exploration=args.exploration, half_life=args.half_life, train_interval=args.train_interval,
         chain="learned, winrate, static-rules" if args.train_interval else "winrate, static-rules")  # fmt: skip
-    run_dir = workdir / f"{name}-{'drift' if drift_at is not None else 'ab'}"
+    run_dir = workdir / name
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(config_text)
     table = REPO / "autoroute-data" / "artifacts"
     if table.exists():  # the static table, when built already, saves the first start ~30 s
         shutil.copytree(table, run_dir / "data" / "artifacts", ignore=shutil.ignore_patterns("learned-*", "task-*"))
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
     cli = [sys.executable, "-m", "proxy.cli"]
-    procs = [
-        subprocess.Popen([*cli, "replay-upstream", "--data", str(data), "--port", str(upstream_port)], cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=open(run_dir / "upstream.log", "wb")),
-        subprocess.Popen([*cli, "serve", "--config", str(run_dir / "config.yaml"), "--port", str(gateway_port),
-                          "--data-dir", str(run_dir / "data")], cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=open(run_dir / "gateway.log", "wb")),
-    ]  # fmt: skip
-    try:
-        _wait(f"http://127.0.0.1:{upstream_port}/v1/models", procs[0])
-        _wait(f"http://127.0.0.1:{gateway_port}/health/readiness", procs[1])
-        records = read_records(data, events)
-        drift = None if drift_at is None else (args.drift_model or "*", drift_at)
+    drift = None if drift_at is None else (args.drift_model or "*", drift_at)
+    with h.Servers(workdir=run_dir, keep=True) as servers:
+        servers.start("upstream", [*cli, "replay-upstream", "--data", str(data), "--port", str(upstream_port)],
+                      upstream_port, "/v1/models")  # fmt: skip
+        servers.start("gateway", [*cli, "serve", "--config", str(run_dir / "config.yaml"), "--port", str(gateway_port),
+                                  "--data-dir", str(run_dir / "data")], gateway_port, "/health/readiness")  # fmt: skip
         settings = OnlineSettings(f"http://127.0.0.1:{gateway_port}", data, events, concurrency=args.concurrency,
                                   window=args.window, drift=drift)  # fmt: skip
-        report = asyncio.run(asyncio.wait_for(drive(settings, records), args.max_seconds))
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    import sqlite3
-
-    with sqlite3.connect(run_dir / "data" / "autoroute.db") as conn:
-        learning_events = [
-            {"kind": k, "version": v, "scores": json.loads(sc), "reason": r}
-            for k, v, sc, r in conn.execute("SELECT kind, version, scores, reason FROM learning_events ORDER BY id")
-        ]
+        report = asyncio.run(asyncio.wait_for(drive(settings, read_records(data, events)), args.max_seconds))
     ok = [e for e in report.events if e.ok]
-    from proxy.evaluation.ab import ab_report, format_ab_report
-    from proxy.store import SQLiteStore
-
     store = SQLiteStore(run_dir / "data" / "autoroute.db")
-    before_drift = {e.request_id for e in ok if drift is None or e.index < drift[1]}
-    rows = [r for r in store.ab_outcomes() if r["request_id"] in before_drift]
-    store.close()
-    statistics = ab_report(rows, metric="quality")
+    try:
+        learning_events = [{k: e[k] for k in ("kind", "version", "scores", "reason")} for e in store.learning_events()]
+        before_drift = {e.request_id for e in ok if drift is None or e.index < drift[1]}
+        statistics = ab_report([r for r in store.ab_outcomes() if r["request_id"] in before_drift], metric="quality")
+    finally:
+        store.close()
     print(format_ab_report(statistics))
     if drift is not None and drift[0] == "*":
         served = Counter(e.model for e in ok if e.index < drift[1] and e.arm == "treatment")
         drift = (served.most_common(1)[0][0], drift[1])
     summary = summarise(ok, args.window, drift)
-    summary["learning_events"] = learning_events
+    summary["learning_events"] = list(reversed(learning_events))
     summary["report_ab"] = statistics
     return summary
 

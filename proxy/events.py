@@ -81,11 +81,11 @@ class FeedbackRecord:
 
 @dataclass(frozen=True, slots=True)
 class LearningEvent:
-    """One row of `learning_events`: the background loop's promotions, rejections and aggregations."""
+    """One row of `learning_events`: a champion/challenger decision of the trainer (or of `autoroute train`)."""
 
     created_at: float
     kind: str
-    """`promotion`, `rejection` (champion/challenger) or `aggregation` (win rates recomputed)."""
+    """`promotion` or `rejection`."""
     router: str
     version: str
     champion_version: str | None = None

@@ -15,20 +15,7 @@ import pytest
 from .conftest import REPO, Upstream, _env, _stop, _wait_ready, free_port
 
 MASTER_KEY = "sk-autoroute-e2e"
-REGISTRY = """
-models:
-  - {name: coder, litellm_params: {model: openai/coder}, specialized_for: [coding], quality: {default: 0.6, coding: 0.95},
-     input_cost_per_mtok: 1.0, output_cost_per_mtok: 2.0}
-  - {name: mini, litellm_params: {model: openai/mini}, quality: {default: 0.7},
-     input_cost_per_mtok: 0.1, output_cost_per_mtok: 0.2}
-routing_rules:
-  - task: coding
-    candidates: [{model: coder, priority: 1}, {model: mini, priority: 2}]
-router:
-  classifier:
-    static_embedding: {enabled: false}
-storage: {data_dir: DATA}
-"""
+REGISTRY = (Path(__file__).parent.parent / "fixtures" / "litellm_plugin" / "registry.yaml").read_text()
 LITELLM = """
 model_list:
   - {model_name: coder, litellm_params: {model: openai/coder, api_base: "UPSTREAM", api_key: unused}}
@@ -46,7 +33,7 @@ general_settings:
 def litellm_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     workdir = tmp_path_factory.mktemp("litellm")
     data = workdir / "data"
-    (workdir / "registry.yaml").write_text(REGISTRY.replace("DATA", str(data)))
+    (workdir / "registry.yaml").write_text(REGISTRY + f"storage: {{data_dir: {data}}}\n")
     (workdir / "litellm.yaml").write_text(
         LITELLM.replace("UPSTREAM", f"{upstream.url}/v1").replace("MASTER", MASTER_KEY)
     )

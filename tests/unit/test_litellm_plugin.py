@@ -13,19 +13,7 @@ import pytest
 from router_plugins import litellm_plugin
 from router_plugins.litellm_plugin import OUTCOMES_FILE, AutorouteCallback
 
-CONFIG = """
-models:
-  - {name: coder, litellm_params: {model: openai/coder}, specialized_for: [coding], quality: {default: 0.6, coding: 0.95},
-     input_cost_per_mtok: 1.0, output_cost_per_mtok: 2.0}
-  - {name: mini, litellm_params: {model: openai/mini}, quality: {default: 0.7},
-     input_cost_per_mtok: 0.1, output_cost_per_mtok: 0.2}
-routing_rules:
-  - task: coding
-    candidates: [{model: coder, priority: 1}, {model: mini, priority: 2}]
-router:
-  classifier:  # the keyword layer alone: the static table takes ~30 s to distil
-    static_embedding: {enabled: false}
-"""
+CONFIG = (Path(__file__).parent.parent / "fixtures" / "litellm_plugin" / "registry.yaml").read_text()
 
 
 @pytest.fixture
