@@ -41,6 +41,9 @@ class DecisionRecord:
     counterfactual_model: str | None = None
     """In an A/B test, the model the other side (or the shadow chain) would have chosen."""
     counterfactual_router: str | None = None
+    language: str = "und"
+    """The language of the last user message (ISO 639-1, `und` when unknown); `auto` routes among the models that
+    serve it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from router_plugins.language import UNKNOWN, detect_language
 from router_plugins.registry import ModelEntry
 from router_plugins.routers import Router, WinRateRouter
 from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
@@ -62,6 +63,7 @@ class CallContext:
     served_by: str | None = None
     ab_arm: str | None = None
     counterfactual: RouteDecision | None = None
+    language: str = UNKNOWN
 
     def headers(self, runtime: Runtime) -> dict[str, str]:
         arm = {"x-autoroute-arm": self.ab_arm} if self.ab_arm else {}
@@ -69,6 +71,7 @@ class CallContext:
             "x-autoroute-request-id": self.request.request_id,
             "x-autoroute-model": self.served_by or self.decision.model,
             "x-autoroute-task": self.classification.task,
+            "x-autoroute-language": self.language,
             "x-autoroute-router": f"{self.decision.router}@{self.decision.router_version}",
             "x-autoroute-preference": self.request.preference,
         }
@@ -100,6 +103,7 @@ class CallContext:
             ab_arm=self.ab_arm,
             counterfactual_model=self.counterfactual.model if self.counterfactual else None,
             counterfactual_router=self.counterfactual.router if self.counterfactual else None,
+            language=self.language,
         )
 
 
@@ -174,11 +178,12 @@ class Pipeline:
     async def _decide(self, runtime: Runtime, request: ChatRequest) -> CallContext:
         created_at, started = time.time(), time.perf_counter()
         text = request.last_user_text()
+        language = detect_language(text)
         # A named model is only labelled for the record: the cheap layers suffice, no transformer on its path.
         classification = await self._classify(runtime, text) if request.is_auto else runtime.classifier.classify(text)
         routed = None
         if request.is_auto:
-            routed = self._route(runtime, request, classification)
+            routed = self._route(runtime, request, classification, serving(runtime.available, language))
             decision = routed.decision
         else:
             model = runtime.registry.model(request.requested_model)
@@ -207,20 +212,22 @@ class Pipeline:
             text = request.last_user_text()
             if storage.prompt_text == "truncated":
                 text = text[: storage.truncate_chars]
-        ctx = CallContext(request, created_at, started, classification, decision, text)
+        ctx = CallContext(request, created_at, started, classification, decision, text, language=language)
         if routed is not None and routed.arm is not None:
             ctx.ab_arm = routed.arm
             ctx.counterfactual = routed.counterfactual
         return ctx
 
     @staticmethod
-    def _route(runtime: Runtime, request: ChatRequest, classification: Classification) -> Routed:
+    def _route(
+        runtime: Runtime, request: ChatRequest, classification: Classification, candidates: Candidates
+    ) -> Routed:
         """The chain's choice, explored within the budget; under an A/B test, the arm's choice and the other's."""
         ab = runtime.registry.learning.ab
         if ab.mode == "off":
-            return Routed(_explored(runtime, request, classification)[0])
-        control = _decide_with(runtime, (runtime.control,), request, classification)
-        treatment, probabilities = _explored(runtime, request, classification)
+            return Routed(_explored(runtime, request, classification, candidates)[0])
+        control = _decide_with(runtime, (runtime.control,), request, classification, candidates)
+        treatment, probabilities = _explored(runtime, request, classification, candidates)
         if ab.mode == "shadow":
             return Routed(control, "shadow", treatment)
         share = ab.treatment_share
@@ -285,23 +292,56 @@ class Routed:
     counterfactual: RouteDecision | None = None
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The models an `auto` request may be routed to, and why the set is what it is (for the decision's reason)."""
+
+    models: tuple[ModelEntry, ...]
+    note: str = ""
+    fallback: Candidates | None = None
+    """Asked when no router can decide among `models` (say none of them takes tools): every available model."""
+
+
+def serving(available: tuple[ModelEntry, ...], language: str) -> Candidates:
+    """The available models that serve `language` (a model without `languages:` serves any). When none does, or
+    none can take the request, all of them, saying so: a language must narrow the choice, never fail the request."""
+    if language == UNKNOWN:
+        return Candidates(available)
+    models = tuple(m for m in available if m.serves(language))
+    if not models:
+        return Candidates(available, f"no available model lists language '{language}', so all were candidates")
+    if len(models) == len(available):
+        return Candidates(available)
+    return Candidates(
+        models,
+        f"language '{language}': {len(models)} of {len(available)} models serve it",
+        Candidates(available, f"no model that serves language '{language}' could take this request"),
+    )
+
+
 def _decide_with(
-    runtime: Runtime, routers: Sequence[Router], request: ChatRequest, classification: Classification
+    runtime: Runtime,
+    routers: Sequence[Router],
+    request: ChatRequest,
+    classification: Classification,
+    candidates: Candidates,
 ) -> RouteDecision:
     """The first decision of `routers`, noting the routers that could not decide (and why the chain is short)."""
     undecided = []
     for router in routers:
         if isinstance(router, WinRateRouter):
-            decision = router.greedy_route(request, classification, runtime.available)
+            decision = router.greedy_route(request, classification, candidates.models)
         else:
-            decision = router.route(request, classification, runtime.available)
+            decision = router.route(request, classification, candidates.models)
         if decision is not None:
-            notes = [runtime.routing_note] if runtime.routing_note else []
+            notes = [note for note in (runtime.routing_note, candidates.note) if note]
             notes += [f"{name} could not decide" for name in undecided]
             if notes:
                 decision = replace(decision, reason=f"{decision.reason}; {'; '.join(notes)}")
             return decision
         undecided.append(router.name)
+    if candidates.fallback is not None:
+        return _decide_with(runtime, routers, request, classification, candidates.fallback)
     if request.max_cost_per_1k is not None or request.min_quality is not None:
         raise ApiError(
             400,
@@ -320,14 +360,14 @@ def _decide_with(
 
 
 def _explored(
-    runtime: Runtime, request: ChatRequest, classification: Classification
+    runtime: Runtime, request: ChatRequest, classification: Classification, candidates: Candidates
 ) -> tuple[RouteDecision, dict[str, float]]:
     """The chain's greedy decision, then the win-rate router's exploration around it (when the chain has one)."""
-    decision = _decide_with(runtime, runtime.routers, request, classification)
+    decision = _decide_with(runtime, runtime.routers, request, classification, candidates)
     if runtime.explorer is None:
         return decision, {decision.model: 1.0}
     if decision.router != runtime.explorer.name:
-        decision = runtime.explorer.guard(decision, request, classification, runtime.available)
+        decision = runtime.explorer.guard(decision, request, classification, candidates.models)
     return runtime.explorer.explore(decision, request, classification)
 
 

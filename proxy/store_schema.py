@@ -128,9 +128,15 @@ def _m0002_learning(db: Database) -> None:
         db.execute(sql)
 
 
+def _m0003_language(db: Database) -> None:
+    # Rows written before it stay NULL: their language was never detected, which is not the same as `und`.
+    db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN language TEXT")
+
+
 MIGRATIONS_LIST: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_learning", _m0002_learning),
+    ("0003_language", _m0003_language),
 ]
 
 

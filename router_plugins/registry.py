@@ -17,6 +17,7 @@ from .schema import ConfigError, load_yaml
 from .types import PREFERENCES, Preference
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,22 @@ class ModelEntry:
     quality: Mapping[str, float] = field(default_factory=dict)
     """Prior quality per task type in [0, 1]; the key `default` covers unlisted tasks."""
     enabled: bool = True
+    languages: tuple[str, ...] | None = None
+    """The languages this model serves, as ISO 639-1 codes (639-3 for a language without one); left out: any.
+    `auto` requests in other languages go to other models when one is available."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or self.name == "auto" or self.name.startswith("auto:"):
             raise ValueError(f"model name {self.name!r} is not allowed (letters, digits, ._:/-; not 'auto')")
+        if self.languages is not None:
+            if not self.languages:
+                raise ValueError(f"model {self.name!r}: languages must name at least one language, or be left out")
+            for code in self.languages:
+                if not _LANGUAGE.match(code):
+                    raise ValueError(
+                        f"model {self.name!r}: language {code!r} is not an ISO 639-1 code (two or three lowercase "
+                        "letters, e.g. en, zh, pt)"
+                    )
         for task, q in self.quality.items():
             if not 0.0 <= q <= 1.0:
                 raise ValueError(f"model {self.name!r}: quality for {task!r} must be in [0, 1], got {q}")
@@ -58,6 +71,10 @@ class ModelEntry:
                 raise ValueError(f"model {self.name!r}: prices must be >= 0")
         if self.context_window <= 0:
             raise ValueError(f"model {self.name!r}: context_window must be > 0")
+
+    def serves(self, language: str) -> bool:
+        """Whether `auto` requests in `language` may go to this model."""
+        return self.languages is None or language in self.languages
 
     def prior_quality(self, task: str) -> float:
         return self.quality.get(task, self.quality.get("default", 0.5))

@@ -84,6 +84,8 @@ def decode(node: yaml.Node | None, cls: Any, source: str, path: str) -> Any:
         got = "a mapping (quote a string that holds ': ')" if isinstance(node, yaml.MappingNode) else "a list"
         raise ConfigError(f"{path}: expected a {cls.__name__}, got {got} at {_where(node, source)}")
     value = _scalar(node)
+    if cls is str and isinstance(value, bool) and node.style is None:
+        value = node.value  # YAML 1.1 reads a bare no/on/yes as a boolean; a string field means the word (Norwegian)
     if cls is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if cls in (int, float) and isinstance(value, bool) or not isinstance(value, cls):

@@ -26,6 +26,11 @@ def register(eval_commands: argparse._SubParsersAction) -> None:  # type: ignore
     offline.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache (default: %(default)s)")
     offline.add_argument("--seed", type=int, default=0)
     offline.add_argument("--data-dir", default="autoroute-data", help="where the static embedding table lives")
+    offline.add_argument("--tasks", choices=["classifier", "dataset"], default="classifier",
+                         help="each prompt's task: the one the gateway's classifier assigns (what users get) or the "
+                              "data set's own label (default: %(default)s)")  # fmt: skip
+    offline.add_argument("--config", default="config.yaml",
+                         help="registry whose task classifier labels the prompts with --tasks classifier")  # fmt: skip
     offline.set_defaults(func=_offline)
 
     tasks = eval_commands.add_parser("tasks", help="score the task classifier on labelled prompts")
@@ -42,7 +47,7 @@ def _offline(args: argparse.Namespace) -> int:
     from router_plugins.outcomes import load_outcomes
     from router_plugins.routers import RouterContext, default_table
 
-    from .offline import embed_sets, evaluate_cv, evaluate_split, registry_for
+    from .offline import embed_sets, evaluate_cv, evaluate_split, registry_for, with_classifier_tasks
 
     started = time.perf_counter()
     train = load_outcomes(args.train, args.models)
@@ -52,6 +57,21 @@ def _offline(args: argparse.Namespace) -> int:
         print(f"autoroute: no router named {args.router!r}; known: {', '.join(table.names())}", file=sys.stderr)
         return 2
     cache = EmbeddingCache(Path(args.cache_dir))
+    task_report: dict[str, Any] = {"tasks": args.tasks}
+    if args.tasks == "classifier":
+        from router_plugins.schema import ConfigError
+
+        from .tasks import served_classifier
+
+        try:
+            classifier = served_classifier(Path(args.config), Path(args.data_dir))
+        except (ConfigError, FileNotFoundError) as exc:
+            print(f"autoroute: {exc}", file=sys.stderr)
+            return 2
+        sets, task_report["task_agreement"] = with_classifier_tasks(
+            [train] + ([test] if test else []), classifier, embed=cache.embed, progress=_progress
+        )
+        train, test = sets[0], (sets[1] if test else None)
     static = StaticEmbedder.load_or_build(Path(args.data_dir))
     context = RouterContext(embed=cache.embed, static_embed=static.embed, seed=args.seed)
     if getattr(table.create(args.router, registry_for(train), context), "needs_embeddings", False):
@@ -64,6 +84,7 @@ def _offline(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
+    report.update(task_report)
     report["train"] = str(args.train)
     report["test"] = str(args.test) if args.test else f"{args.folds}-fold cross-validation of train"
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -76,6 +97,10 @@ def _offline(args: argparse.Namespace) -> int:
 
         plot_offline(report, Path(args.plot))
     return 0
+
+
+def _progress(line: str) -> None:
+    print(f"autoroute: {line}", file=sys.stderr, flush=True)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -98,6 +123,12 @@ def format_offline(report: dict[str, Any]) -> str:
         f"  cost to match best single       {_fmt(report['cost_to_match_best'])} (share of its cost)",
         f"  oracle gap captured             {_fmt(report['oracle_gap_captured'])}",
     ]
+    if report.get("tasks"):
+        agreement = report.get("task_agreement")
+        source = "the gateway's classifier" if report["tasks"] == "classifier" else "the data set's labels"
+        if agreement and agreement["share"] is not None:
+            source += f" (agrees with the data set's on {_fmt(agreement['share'], 3)} of {agreement['labelled']})"
+        lines.append(f"  tasks from    {source}")
     if "apgr" in report:
         lines.append(
             f"  APGR {_fmt(report['apgr'])}  CPT(50%) {_fmt(report['cpt50'])}  CPT(80%) {_fmt(report['cpt80'])}"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from router_plugins.outcomes import OutcomeSet, kfold_indices
 from router_plugins.registry import LiteLLMParams, ModelEntry, Registry
 from router_plugins.routers import PromptBatch, RouterContext, RouterTable, TrainableRouter, default_table
+from router_plugins.types import Classification
 
 from . import metrics
 from .metrics import Point
@@ -17,6 +21,7 @@ from .metrics import Point
 LAMBDAS = (0.0, *np.logspace(-3, 3, 49).tolist())
 """Cost weights swept for the quality–cost curve, relative to the mean predicted cost: 0 ignores cost."""
 CPT_TARGETS = (0.5, 0.8)
+PROGRESS_EVERY = 1000
 
 
 def registry_for(data: OutcomeSet) -> Registry:
@@ -220,6 +225,78 @@ def embed_sets(sets: Sequence[OutcomeSet], embed: Callable[[Sequence[str]], np.n
     for data in sets:
         if data.embeddings is None:
             data.embeddings = embed(data.texts)
+
+
+class ServedClassifier(Protocol):
+    """What relabelling needs of the gateway's `router_plugins.classify.TaskClassifier`."""
+
+    @property
+    def embedding_layers(self) -> tuple[str, ...]: ...
+
+    def classify(self, text: str) -> Classification: ...
+
+    def wants_embedding(self, result: Classification) -> bool: ...
+
+    def resume(self, text: str, embedding: np.ndarray, previous: Classification) -> Classification: ...
+
+
+def classify_texts(
+    texts: Sequence[str],
+    classifier: ServedClassifier,
+    *,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """The task the gateway assigns to each distinct text.
+
+    As the gateway does: layers 1-2 for every text, then, when the cascade has layers 3-4 and `embed` is given, the
+    transformer embedding (batched) for the texts the cheap layers left unsure.
+    """
+    distinct = list(dict.fromkeys(texts))
+    results = []
+    started = time.perf_counter()
+    for done, text in enumerate(distinct, 1):
+        results.append(classifier.classify(text))
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(f"classified {done}/{len(distinct)} distinct prompts ({time.perf_counter() - started:.0f} s)")
+    if embed is not None and classifier.embedding_layers:
+        unsure = [i for i, result in enumerate(results) if classifier.wants_embedding(result)]
+        if unsure:
+            if progress is not None:
+                progress(f"embedding the {len(unsure)} prompts the cheap layers left unsure")
+            vectors = embed([distinct[i] for i in unsure])
+            for row, i in enumerate(unsure):
+                results[i] = classifier.resume(distinct[i], vectors[row], results[i])
+    return {text: result.task for text, result in zip(distinct, results)}
+
+
+def with_classifier_tasks(
+    sets: Sequence[OutcomeSet],
+    classifier: ServedClassifier,
+    *,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[OutcomeSet], dict[str, Any]]:
+    """Copies of `sets` whose tasks are the classifier's, and its agreement with the data sets' own labels.
+
+    Each distinct text is classified once across all sets. Agreement counts every prompt the data set labels:
+    `{"labelled", "share", "confusion": {data set's task: {classifier's task: count}}}`.
+    """
+    assigned = classify_texts([t for data in sets for t in data.texts], classifier, embed=embed, progress=progress)
+    relabelled = [dataclasses.replace(data, tasks=[assigned[t] for t in data.texts]) for data in sets]
+    confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    for data in sets:
+        for text, label in zip(data.texts, data.tasks):
+            if label is not None:
+                confusion[label][assigned[text]] += 1
+    labelled = sum(sum(row.values()) for row in confusion.values())
+    agreed = sum(row[label] for label, row in confusion.items())
+    agreement = {
+        "labelled": labelled,
+        "share": agreed / labelled if labelled else None,
+        "confusion": {label: dict(row.most_common()) for label, row in sorted(confusion.items())},
+    }
+    return relabelled, agreement
 
 
 def _num(value: float) -> float | None:

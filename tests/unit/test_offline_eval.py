@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from proxy.cli import main
-from proxy.evaluation.offline import evaluate_cv, evaluate_split
+from proxy.evaluation.offline import evaluate_cv, evaluate_split, fit_router, predict, with_classifier_tasks
 from router_plugins.outcomes import OutcomeSet, kfold_indices, load_outcomes
+from router_plugins.routers import PromptBatch, Prediction, RouterTable
+from router_plugins.routers.predictive import BestSingleRouter
+from router_plugins.types import Classification
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "outcomes"
 
@@ -103,7 +106,7 @@ def test_quality_only_sets_have_no_cost_numbers(train: OutcomeSet, test_set: Out
 def test_cli_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, png = tmp_path / "report.json", tmp_path / "curve.png"
     code = main(["eval", "offline", "--train", str(FIXTURES / "train.jsonl"), "--test", str(FIXTURES / "test.jsonl"),
-                 "--router", "static-rules", "--json", str(out), "--plot", str(png)])  # fmt: skip
+                 "--router", "static-rules", "--tasks", "dataset", "--json", str(out), "--plot", str(png)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
     required = {"router", "n_test", "models", "best_single", "oracle", "curve", "aiq", "quality_at_best_cost",
@@ -138,3 +141,116 @@ def test_calibration_on_a_hand_made_case() -> None:
         {"predicted": pytest.approx(0.8), "observed": 1.0, "n": 2},
     ]
     assert calibration(actual, predicted * 5) is None
+
+
+class FakeClassifier:
+    """Stands in for the gateway's classifier: "writing" for prompts opening with Write or Draft, else "math"."""
+
+    embedding_layers: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def classify(self, text: str) -> Classification:
+        self.asked.append(text)
+        return Classification(fake_task(text), 1.0, "fake")
+
+
+def fake_task(text: str) -> str:
+    return "writing" if text.split()[0] in {"Write", "Draft"} else "math"
+
+
+def with_fake_tasks(data: OutcomeSet) -> OutcomeSet:
+    relabelled = data.subset(range(len(data)))
+    relabelled.tasks = [fake_task(t) for t in data.texts]
+    return relabelled
+
+
+# Train t1..t6 and test s1..s4 against the fake: the data sets' coding prompts t1, s1 (Write...) become writing and
+# t2 (Implement...) math; every math and writing label is kept. 7 of 10 agree.
+AGREEMENT = {
+    "labelled": 10,
+    "share": 0.7,
+    "confusion": {"coding": {"writing": 2, "math": 1}, "math": {"math": 4}, "writing": {"writing": 3}},
+}
+
+
+def test_classifier_tasks_replace_the_data_sets(train: OutcomeSet, test_set: OutcomeSet) -> None:
+    classifier = FakeClassifier()
+    (new_train, new_test, again), agreement = with_classifier_tasks([train, test_set, train], classifier)
+    assert new_train.tasks == ["writing", "math", "math", "math", "writing", "writing"]
+    assert new_test.tasks == ["writing", "math", "writing", "math"] and again.tasks == new_train.tasks
+    assert train.tasks[:2] == ["coding", "coding"]  # the loaded sets are left as they were
+    assert sorted(classifier.asked) == sorted(set(train.texts) | set(test_set.texts))  # each distinct text once
+    # The repeated train set counts twice: 10 + 6 labelled, 7 + 4 agreeing.
+    assert agreement["labelled"] == 16 and agreement["share"] == pytest.approx(11 / 16)
+    _, agreement = with_classifier_tasks([train, test_set], FakeClassifier())
+    assert agreement == AGREEMENT
+
+
+def test_classifier_tasks_reach_the_router(train: OutcomeSet, test_set: OutcomeSet) -> None:
+    seen: dict[str, list[str | None]] = {}
+
+    class SpyRouter(BestSingleRouter):
+        name = "spy"
+
+        def fit(self, data: OutcomeSet) -> None:
+            seen["fit"] = list(data.tasks)
+            super().fit(data)
+
+        def predict(self, prompts: PromptBatch) -> Prediction:
+            seen["predict"] = list(prompts.tasks)
+            return super().predict(prompts)
+
+    table = RouterTable()
+    table.register(SpyRouter.name, SpyRouter)
+    (new_train, new_test), _ = with_classifier_tasks([train, test_set], FakeClassifier())
+    predict(fit_router("spy", new_train, table=table), new_test)
+    assert seen == {"fit": [fake_task(t) for t in train.texts], "predict": [fake_task(t) for t in test_set.texts]}
+
+
+def _cli_report(tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "report.json"
+    code = main(["eval", "offline", "--train", str(FIXTURES / "train.jsonl"), "--test", str(FIXTURES / "test.jsonl"),
+                 "--router", "static-rules", "--json", str(out), *extra])  # fmt: skip
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def _routing_numbers(report: dict) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(report)).items()
+            if k not in {"train", "test", "seconds", "tasks", "task_agreement"}}  # fmt: skip
+
+
+def test_cli_dataset_tasks_reproduce_the_old_report(
+    tmp_path: Path, train: OutcomeSet, test_set: OutcomeSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import proxy.evaluation.tasks
+
+    monkeypatch.setattr(proxy.evaluation.tasks, "served_classifier", None, raising=False)  # never asked for
+    report = _cli_report(tmp_path, "--tasks", "dataset")
+    assert report["tasks"] == "dataset" and "task_agreement" not in report
+    assert set(report["per_task"]) == {"coding", "math", "writing"}
+    assert _routing_numbers(report) == _routing_numbers(evaluate_split("static-rules", train, test_set))
+
+
+def test_cli_tasks_default_to_the_served_classifier(
+    tmp_path: Path, train: OutcomeSet, test_set: OutcomeSet, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import proxy.evaluation.tasks
+
+    asked: list[tuple[Path | None, Path | None]] = []
+
+    def served_classifier(config: Path | None = None, data_dir: Path | None = None) -> FakeClassifier:
+        asked.append((config, data_dir))
+        return FakeClassifier()
+
+    monkeypatch.setattr(proxy.evaluation.tasks, "served_classifier", served_classifier, raising=False)
+    report = _cli_report(tmp_path, "--config", "some/registry.yaml")
+    assert asked == [(Path("some/registry.yaml"), Path("autoroute-data"))]
+    assert report["tasks"] == "classifier" and report["task_agreement"] == AGREEMENT
+    assert set(report["per_task"]) == {"math", "writing"} and report["per_task"]["writing"]["n_test"] == 2
+    expected = evaluate_split("static-rules", with_fake_tasks(train), with_fake_tasks(test_set))
+    assert _routing_numbers(report) == _routing_numbers(expected)
+    assert "tasks from    the gateway's classifier (agrees with the data set's on 0.700 of 10)" in capsys.readouterr().out

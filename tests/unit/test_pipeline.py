@@ -72,8 +72,10 @@ def _request(stream: bool = False, model: str = "auto") -> ChatRequest:
     return ChatRequest("req-1", model, ({"role": "user", "content": "hello"},), stream=stream, preference="quality")
 
 
-def _run(forwarder: ScriptedForwarder, request: ChatRequest) -> tuple[Completed | Streaming | ApiError, list[Record]]:
-    registry = parse_registry(REGISTRY)
+def _run(
+    forwarder: ScriptedForwarder, request: ChatRequest, registry_yaml: str = REGISTRY
+) -> tuple[Completed | Streaming | ApiError, list[Record]]:
+    registry = parse_registry(registry_yaml)
     runtime = build_runtime(registry, None, lambda m: True)
     store = ListStore()
 
@@ -197,3 +199,76 @@ def test_the_transformer_layers_run_only_when_the_cheap_ones_are_unsure() -> Non
 
 def test_a_failing_embedding_keeps_the_cheap_answer() -> None:
     assert _classified_layer(FakeServer(fail=True), "integrate x squared") == ("chat", "fallback")
+
+
+# a: English only, the best; b: Chinese and English; c: French only. Without languages, `a` wins every `auto` request.
+LANGUAGES = (
+    REGISTRY.replace("quality: {default: 0.9}}", "quality: {default: 0.9}, languages: [en]}")
+    .replace("quality: {default: 0.8}}", "quality: {default: 0.8}, languages: [zh, en], supports_tools: false}")
+    .replace("quality: {default: 0.7}}", "quality: {default: 0.7}, languages: [fr]}")
+)
+CHINESE = "请帮我把这段代码改得更快一些：\n```python\nfor i in range(len(xs)):\n    total += xs[i]\n```"
+
+
+def _said(text: str, model: str = "auto", **params: Any) -> ChatRequest:
+    return ChatRequest("req-1", model, ({"role": "user", "content": text},), preference="quality", params=params)
+
+
+def _decision(rows: list[Record]) -> DecisionRecord:
+    return [r for r in rows if isinstance(r, DecisionRecord)][-1]
+
+
+def test_auto_routes_among_the_models_that_serve_the_language() -> None:
+    result, rows = _run(ScriptedForwarder({}), _said(CHINESE), LANGUAGES)
+    assert not isinstance(result, ApiError)
+    assert (result.headers["x-autoroute-model"], result.headers["x-autoroute-language"]) == ("b", "zh")
+    decision = _decision(rows)
+    assert (decision.language, decision.selected_model) == ("zh", "b")
+    assert [a["model"] for a in decision.alternatives] == ["b"], "a (English) and c (French) are not candidates"
+    assert "language 'zh': 1 of 3 models serve it" in decision.selection_reason
+
+
+def test_a_model_without_languages_serves_every_language() -> None:
+    open_c = LANGUAGES.replace(", languages: [fr]}", "}")
+    result, rows = _run(ScriptedForwarder({}), _said(CHINESE), open_c)
+    assert not isinstance(result, ApiError)
+    assert sorted(a["model"] for a in _decision(rows).alternatives) == ["b", "c"]
+
+
+def test_a_language_no_model_lists_routes_among_all_and_says_so() -> None:
+    result, rows = _run(ScriptedForwarder({}), _said("今日の天気はどうですか？"), LANGUAGES)
+    assert not isinstance(result, ApiError) and result.headers["x-autoroute-language"] == "ja"
+    decision = _decision(rows)
+    assert decision.selected_model == "a" and len(decision.alternatives) == 3
+    assert "no available model lists language 'ja'" in decision.selection_reason
+
+
+def test_when_no_serving_model_can_take_the_request_all_are_asked() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    result, rows = _run(ScriptedForwarder({}), _said(CHINESE, tools=tools), LANGUAGES)
+    assert not isinstance(result, ApiError), "b serves Chinese but takes no tools; the request must not fail"
+    decision = _decision(rows)
+    assert decision.selected_model == "a"
+    assert "no model that serves language 'zh' could take this request" in decision.selection_reason
+
+
+def test_unknown_language_does_not_narrow_the_choice() -> None:
+    result, rows = _run(ScriptedForwarder({}), _said("👍 ok"), LANGUAGES)
+    assert not isinstance(result, ApiError) and result.headers["x-autoroute-language"] == "und"
+    decision = _decision(rows)
+    assert (decision.language, decision.selected_model) == ("und", "a")
+    assert "language" not in decision.selection_reason
+
+
+def test_a_named_model_is_not_filtered_but_its_language_is_recorded() -> None:
+    forwarder = ScriptedForwarder({})
+    result, rows = _run(forwarder, _said(CHINESE, model="c"), LANGUAGES)
+    assert not isinstance(result, ApiError) and forwarder.calls == ["c"]
+    assert result.headers["x-autoroute-language"] == "zh"
+    assert _decision(rows).language == "zh"
+
+
+def test_a_failure_response_names_the_language_too() -> None:
+    error = UpstreamError(502, "InternalServerError", "boom", True)
+    result, _ = _run(ScriptedForwarder({"b": error}), _said(CHINESE), LANGUAGES)
+    assert isinstance(result, ApiError) and result.headers["x-autoroute-language"] == "zh"

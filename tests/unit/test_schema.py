@@ -212,6 +212,42 @@ def test_a_tasks_section_replaces_the_default_taxonomy() -> None:
     assert [t.name for t in registry.tasks] == ["chat", "poetry"]
 
 
+def test_languages_default_to_any_and_list_iso_codes() -> None:
+    text = ONE_MODEL + "    languages: [en, zh, no, fil]\n  - name: beta\n    litellm_params: {model: openai/beta}\n"
+
+    alpha, beta = parse_registry(text, SOURCE).models
+
+    assert alpha.languages == ("en", "zh", "no", "fil"), "a bare `no` is Norwegian, not YAML's false"
+    assert alpha.serves("zh") and not alpha.serves("fr")
+    assert beta.languages is None and beta.serves("fr")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[EN]", "language 'EN' is not an ISO 639-1 code"),
+        ("[english]", "language 'english' is not an ISO 639-1 code"),
+        ("[zh-CN]", "language 'zh-CN' is not an ISO 639-1 code"),
+        ("[]", "languages must name at least one language"),
+        ("en", "models[0].languages: expected a list"),
+        ("[en, 7]", "models[0].languages[1]: expected str, got int 7"),
+    ],
+)
+def test_languages_are_validated(value: str, expected: str) -> None:
+    text = ONE_MODEL + f"    languages: {value}\n"
+
+    message = config_error(text)
+
+    assert expected in message
+    assert f"{SOURCE}:" in message
+
+
+def test_a_misspelt_languages_key_is_still_an_error() -> None:
+    message = config_error(ONE_MODEL + "    language: [en]\n")
+
+    assert "unknown key 'language'" in message and "did you mean 'languages'?" in message
+
+
 def test_empty_file_is_an_error() -> None:
     assert "the file is empty" in config_error("")
 

@@ -102,12 +102,36 @@ def test_migrations_are_idempotent(db_path: Path) -> None:
     first.close()
     second = SQLiteStore(db_path)
     try:
-        assert second.applied_migrations() == ["0001_initial", "0002_learning"]
+        assert second.applied_migrations() == ["0001_initial", "0002_learning", "0003_language"]
         assert second.decision_exists("req-1")  # reopening did not recreate tables
     finally:
         second.close()
     with closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 3
+
+
+def test_language_migration_upgrades_an_existing_database(db_path: Path) -> None:
+    from sqlite_utils import Database
+
+    from proxy.store_schema import MIGRATIONS_LIST, apply_migrations
+
+    db_path.parent.mkdir(parents=True)
+    old = Database(db_path)
+    assert apply_migrations(old, MIGRATIONS_LIST[:2]) == ["0001_initial", "0002_learning"]
+    old.execute("INSERT INTO routing_decisions (request_id, created_at) VALUES ('before', 1.0)")
+    old.conn.commit()
+    old.close()
+    assert "language" not in columns(db_path, "routing_decisions")
+
+    store = SQLiteStore(db_path)
+    try:
+        assert store.applied_migrations()[-1] == "0003_language"
+        store.write_batch([decision("after", language="zh")])
+        after, before = store.decision("after"), store.decision("before")
+        assert after is not None and after["language"] == "zh"
+        assert before is not None and before["language"] is None, "a row from before was never detected, not 'und'"
+    finally:
+        store.close()
 
 
 def test_every_record_field_has_a_column(store: SQLiteStore, db_path: Path) -> None:
@@ -131,7 +155,7 @@ def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
 
 
 def test_decision_round_trip(store: SQLiteStore) -> None:
-    rec = decision(needs_clarification=True, stream=False)
+    rec = decision(needs_clarification=True, stream=False, language="pt")
     store.write_batch([rec])
     row = store.decision("req-1")
     assert row == dataclasses.asdict(rec)
