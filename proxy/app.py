@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router_plugins.classify import StaticEmbedder
+from router_plugins.classify.assembly import ClassifierSources, transformer_inline
 from router_plugins.classify.model import MODEL_FILE, TaskModel
 from router_plugins.classify.static_embedding import TABLE_FILE
 from router_plugins.routers import RouterContext
@@ -66,19 +67,9 @@ class Services:
     embeddings: str = "ok"
     """`building` while the static embedding table is being distilled in the background."""
     task_model: str = "off"
-    """The classifier's layers 3-4: `fitting` at first start, `ok`, `off` when disabled."""
+    """The classifier's layers 3-4: `fitting` at first start, `ok`; `off` when disabled or off the request path
+    (a CPU without `transformer_budget_ms`)."""
     learning: LearningLoop | None = None
-
-
-def _load_task_model(path: Path) -> TaskModel | None:
-    """The classifier's layers 3-4, when `autoroute train-classifier` has written them."""
-    if not path.exists():
-        return None
-    try:
-        return TaskModel.load(path)
-    except (ValueError, OSError) as exc:
-        log.warning("task model %s not used: %s", path, exc)
-        return None
 
 
 async def _fit_task_model(registry: Registry, server: EmbeddingServer, path: Path, data_dir: Path,
@@ -127,9 +118,14 @@ def create_app(settings: AppSettings) -> FastAPI:
             embedder[0] = await asyncio.to_thread(StaticEmbedder.load, table)
 
         model_path = data_dir / ARTIFACTS / MODEL_FILE
-        task_model: list[TaskModel | None] = [await asyncio.to_thread(_load_task_model, model_path)]
+        sources = ClassifierSources(data_dir / ARTIFACTS)
+        classifier_settings = registry.router.classifier
+        inline = transformer_inline(classifier_settings)
+        task_model: list[TaskModel | None] = [await asyncio.to_thread(sources.task_model) if inline else None]
+        await asyncio.to_thread(sources.text_model)
 
         store = open_store(str(data_dir / DB_FILE))
+        feedback_labels: list[list[tuple[str, str]]] = [await asyncio.to_thread(store.task_labels)]
         holder_ref: list[RuntimeHolder] = []
         learning = LearningLoop(
             lambda: holder_ref[0].current.registry, store, data_dir / ARTIFACTS,
@@ -137,14 +133,18 @@ def create_app(settings: AppSettings) -> FastAPI:
         )  # fmt: skip
 
         def rebuild(new: Registry):  # noqa: ANN202 - a closure over this app's shared parts
+            if inline and task_model[0] is not None:
+                task_model[0] = sources.task_model() or task_model[0]  # `autoroute train-classifier` output
             return build_runtime(
                 forwarder.resolve_prices(new), embedder[0], forwarder.has_credentials, artifacts=data_dir / ARTIFACTS,
-                task_model=task_model[0], winrate=learning.current,
+                task_model=task_model[0], winrate=learning.current, text_model=sources.text_model(),
+                corrections=sources.corrections(feedback_labels[0], new),
             )  # fmt: skip
 
         holder = RuntimeHolder(settings.config_path, rebuild(registry), rebuild)
         holder_ref.append(holder)
-        holder.artifact_pointers = (data_dir / ARTIFACTS / POINTER_FILE, data_dir / ARTIFACTS / THRESHOLDS_POINTER)
+        holder.artifact_pointers = (data_dir / ARTIFACTS / POINTER_FILE, data_dir / ARTIFACTS / THRESHOLDS_POINTER,
+                                    *sources.pointers())  # fmt: skip
         holder.check_artifact()
         storage = registry.storage
         recorder = Recorder(
@@ -154,16 +154,32 @@ def create_app(settings: AppSettings) -> FastAPI:
             flush_interval_ms=storage.flush_interval_ms,
         )
         await recorder.start()
-        classifier_settings = registry.router.classifier
-        wants_transformer = classifier_settings.transformer_knn.enabled or classifier_settings.torch_head.enabled
-        server = EmbeddingServer() if wants_transformer else None
-        pipeline = Pipeline(lambda: holder.current, forwarder, recorder)
+        # MiniLM serves layers 3-4 only where they may run inline (a GPU, or a CPU with a budget); elsewhere it
+        # would cost a core at first start and memory for nothing the request path uses.
+        server = EmbeddingServer() if inline else None
+        pipeline = Pipeline(lambda: holder.current, forwarder, recorder,
+                            embed_budget_ms=classifier_settings.transformer_budget_ms)  # fmt: skip
         services = Services(holder, pipeline, recorder, store, data_dir, learning=learning)
         app.state.services = services
         services.embeddings = "ok" if embedder[0] is not None or not wants_table else "building"
         services.task_model = "off" if server is None else ("loading" if task_model[0] else "fitting")
         watcher = asyncio.create_task(holder.watch()) if settings.watch_config else None
         background = [asyncio.create_task(learning.run_aggregator()), asyncio.create_task(learning.run_trainer())]
+
+        async def follow_corrections() -> None:
+            # Tasks named by feedback become corrections for that prompt and its near duplicates within seconds.
+            while True:
+                await asyncio.sleep(REFIT_CHECK_S)
+                try:
+                    fresh = await asyncio.to_thread(store.task_labels)
+                    if fresh != feedback_labels[0]:
+                        feedback_labels[0] = fresh
+                        holder.rebuild_current()
+                        log.info("classifier corrections refreshed: %d prompts labelled by feedback", len(fresh))
+                except Exception:  # noqa: BLE001 - the last corrections keep serving
+                    log.exception("classifier corrections not refreshed")
+
+        background.append(asyncio.create_task(follow_corrections()))
 
         async def warm_up_models() -> None:
             # One step after another: transformers' lazy imports are not safe from two threads at once.

@@ -34,6 +34,9 @@ EMBED_TIMEOUT_S = 1.0
 class Embeddings(Protocol):
     async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    @property
+    def busy(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Completed:
@@ -114,11 +117,15 @@ class Pipeline:
         forwarder: Forwarder,
         recorder: Recorder,
         embeddings: Embeddings | None = None,
+        embed_budget_ms: float | None = None,
     ) -> None:
         self._runtime = runtime
         self._forwarder = forwarder
         self._recorder = recorder
         self._embeddings = embeddings
+        self._embed_budget_ms = embed_budget_ms
+        """With a budget (a CPU), the embedding is waited for at most this long, and not at all while other
+        requests' embeddings are queued; without one (a GPU), up to EMBED_TIMEOUT_S."""
 
     async def handle(self, request: ChatRequest) -> Completed | Streaming:
         runtime = self._runtime()
@@ -168,8 +175,12 @@ class Pipeline:
         classification = runtime.classifier.classify(text)
         if self._embeddings is None or not runtime.classifier.wants_embedding(classification):
             return classification
+        budget = self._embed_budget_ms
+        if budget is not None and self._embeddings.busy:
+            return classification  # never queue behind other requests' embeddings
         try:
-            vectors = await asyncio.wait_for(self._embeddings.embed([text]), EMBED_TIMEOUT_S)
+            timeout = EMBED_TIMEOUT_S if budget is None else budget / 1000
+            vectors = await asyncio.wait_for(self._embeddings.embed([text]), timeout)
         except Exception:  # noqa: BLE001 - a slow or failed embedding leaves the cheap layers' answer standing
             log.warning("no transformer embedding in time; the cheap layers' answer stands", exc_info=True)
             return classification

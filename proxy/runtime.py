@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
+from router_plugins.classify import CorrectionsLayer, StaticEmbedder, TaskClassifier, TextModel, build_classifier
 from router_plugins.classify.model import TaskModel
 from router_plugins.registry import ModelEntry, Registry, load_registry
 from router_plugins.routers import LearnedRouter, Router, RouterContext, RouterTable, WinRateRouter, WinRateState, default_table
@@ -52,6 +52,8 @@ def build_runtime(
     artifacts: Path | None = None,
     task_model: TaskModel | None = None,
     winrate: Callable[[], WinRateState] | None = None,
+    text_model: TextModel | None = None,
+    corrections: CorrectionsLayer | None = None,
 ) -> Runtime:
     table = table or default_table()
     if artifacts is not None:
@@ -85,7 +87,7 @@ def build_runtime(
     explorer = next((r for r in routers if isinstance(r, WinRateRouter)), None)
     return Runtime(
         registry,
-        build_classifier(registry, embedder, task_model),
+        build_classifier(registry, embedder, task_model, text_model, corrections),
         tuple(routers),
         control,
         explorer,

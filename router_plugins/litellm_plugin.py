@@ -32,6 +32,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from .classify import StaticEmbedder, TaskClassifier, build_classifier
 from .registry import ModelEntry, Registry, load_registry
 from .routers import LearnedRouter, Router, RouterContext, StaticRulesRouter
+from .classify.assembly import ClassifierSources
 from .routers.learned import current_artifact
 from .types import PREFERENCES, ChatRequest, RouteDecision
 
@@ -52,7 +53,9 @@ class AutorouteCallback(CustomLogger):
         embedder = None
         if self.registry.router.classifier.static_embedding.enabled:
             embedder = StaticEmbedder.load_or_build(self.data_dir)
-        self.classifier: TaskClassifier = build_classifier(self.registry, embedder)
+        # The gateway's text model (the data directory's fit, else the shipped one): the plugin classifies alike.
+        text_model = ClassifierSources(self.data_dir / "artifacts").text_model()
+        self.classifier: TaskClassifier = build_classifier(self.registry, embedder, text_model=text_model)
         context = RouterContext(static_embed=embedder.embed if embedder else None)
         routers: list[Router] = []
         artifact = current_artifact(self.data_dir / "artifacts")

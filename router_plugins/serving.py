@@ -91,6 +91,11 @@ class EmbeddingServer:
         return self._embedder.device if self._embedder is not None else "not loaded"
 
     @property
+    def busy(self) -> bool:
+        """True while other texts are waiting or being embedded: a caller with a tight budget should not queue."""
+        return bool(self._inflight or self._waiting)
+
+    @property
     def stats(self) -> ServerStats:
         mean = self._texts / self._batches if self._batches else 0.0
         return ServerStats(self._requests, self._batches, self._texts, mean, self._cache_hits, self._max_queue)

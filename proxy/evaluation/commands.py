@@ -36,7 +36,7 @@ def register(eval_commands: argparse._SubParsersAction) -> None:  # type: ignore
     tasks = eval_commands.add_parser("tasks", help="score the task classifier on labelled prompts")
     tasks.add_argument("--test", required=True, help="JSONL of {text, task, accept}")
     tasks.add_argument("--config", default="config.yaml", help="registry whose task types and cascade to use")
-    tasks.add_argument("--data-dir", default="autoroute-data", help="where the static embedding table lives")
+    tasks.add_argument("--data-dir", help="the gateway's data directory (default: the config's storage.data_dir)")
     tasks.add_argument("--json", help="write the full report here")
     tasks.set_defaults(func=_tasks)
 
@@ -150,7 +150,7 @@ def format_offline(report: dict[str, Any]) -> str:
 def _tasks(args: argparse.Namespace) -> int:
     from .tasks import evaluate_tasks, format_tasks
 
-    report = evaluate_tasks(Path(args.test), Path(args.config), Path(args.data_dir))
+    report = evaluate_tasks(Path(args.test), Path(args.config), Path(args.data_dir) if args.data_dir else None)
     print(format_tasks(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
+from router_plugins.language import detect_language
 from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING as SKIPPED
 from router_plugins.classify.training import load_labelled as read_labelled
 from router_plugins.types import Classification
@@ -22,34 +23,65 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
     return [{"text": p.text, "task": p.task, "accept": list(p.accept)} for p in read_labelled(path)]
 
 
-def classifier_for(config: Path, data_dir: Path) -> TaskClassifier:
-    """The gateway's cascade for this registry and data directory (layers 3-4 when a task model is there)."""
-    from router_plugins.classify.model import MODEL_FILE, TaskModel
+def served_classifier(config: Path | None = None, data_dir: Path | None = None) -> TaskClassifier:
+    """The cascade a gateway on this config and data directory serves once its first-start work is done.
 
-    registry = load_registry(config)
-    embedder = None
-    if registry.router.classifier.static_embedding.enabled:
-        embedder = StaticEmbedder.load_or_build(data_dir)
-    model_path = data_dir / "artifacts" / MODEL_FILE
-    task_model = TaskModel.load(model_path) if model_path.exists() else None
-    return build_classifier(registry, embedder, task_model)
-
-
-def evaluate_tasks(test: Path, config: Path, data_dir: Path) -> dict[str, Any]:
+    The same sources as the gateway (`ClassifierSources`): the data directory's text model or the shipped one,
+    the corrections from the store's feedback, and layers 3-4 only where the gateway runs them inline (a GPU, or
+    `transformer_budget_ms`), fitted here as the first start would when they are missing. `data_dir` defaults to the
+    config's `storage.data_dir`, resolved as `autoroute serve` resolves it.
+    """
+    from router_plugins.classify.assembly import ClassifierSources, transformer_inline
+    from router_plugins.classify.model import MODEL_FILE, fit_task_model
     from router_plugins.embeddings import EmbeddingCache
 
-    classifier = classifier_for(config, data_dir)
-    embed = EmbeddingCache(data_dir / "cache").embed if classifier.embedding_layers else None
+    from ..store import open_store
+    from ..training import ARTIFACTS, DB_FILE, classifier_prompts
+
+    registry = load_registry(config or Path("config.yaml"))
+    data_dir = Path(data_dir or registry.storage.data_dir).expanduser().resolve()
+    sources = ClassifierSources(data_dir / ARTIFACTS)
+    settings = registry.router.classifier
+    text_model = sources.text_model()
+    usable_text_model = text_model is not None and not text_model.mismatch([t.name for t in registry.tasks])
+    embedder = None
+    if settings.static_embedding.enabled and not (settings.text_model.enabled and usable_text_model):
+        embedder = StaticEmbedder.load_or_build(data_dir)
+    store = open_store(str(data_dir / DB_FILE)) if (data_dir / DB_FILE).exists() else None
+    try:
+        labels = store.task_labels() if store is not None else []
+        task_model = None
+        if transformer_inline(settings):
+            task_model = sources.task_model()
+            if task_model is None or task_model.is_stale(registry.tasks):
+                fitted = fit_task_model(registry.tasks, classifier_prompts(data_dir, store),
+                                        EmbeddingCache(data_dir / "cache").embed)  # fmt: skip
+                fitted.save(data_dir / ARTIFACTS / MODEL_FILE)
+                task_model = fitted
+    finally:
+        if store is not None:
+            store.close()
+    return build_classifier(registry, embedder, task_model, text_model, sources.corrections(labels, registry))
+
+
+def evaluate_tasks(test: Path, config: Path, data_dir: Path | None = None) -> dict[str, Any]:
+    from router_plugins.embeddings import EmbeddingCache
+
+    classifier = served_classifier(config, data_dir)
+    cache_dir = Path(data_dir or load_registry(config).storage.data_dir).expanduser().resolve() / "cache"
+    embed = EmbeddingCache(cache_dir).embed if classifier.embedding_layers else None
     return score_classifier(classifier, load_labelled(test), embed)
 
 
 def _classify_all(
     classifier: TaskClassifier, texts: list[str], embed: Callable[[Sequence[str]], np.ndarray] | None
 ) -> tuple[list[Classification], list[float]]:
-    """As the gateway does: the cheap layers for every prompt, the transformer only for those they were unsure of."""
+    """As the gateway does: the language and the cheap layers for every prompt (timed together: the request path's
+    cost), the transformer only for those they were unsure of."""
     results, latencies = [], []
     for text in texts:
         started = time.perf_counter()
+        detect_language(text)
         results.append(classifier.classify(text))
         latencies.append((time.perf_counter() - started) * 1000)
     unsure = [i for i, r in enumerate(results) if classifier.wants_embedding(r)]
@@ -81,8 +113,10 @@ def score_classifier(
     predicted_right: Counter[str] = Counter()
     label_count: Counter[str] = Counter()
     label_right: Counter[str] = Counter()
+    by_language: dict[str, list[bool]] = defaultdict(list)
     for record, result in zip(records, results):
         ok = result.task in record["accept"]
+        by_language[detect_language(record["text"])].append(ok)
         correct += ok
         confusion[record["task"]][result.task] += 1
         layer_count[result.layer] += 1
@@ -110,7 +144,12 @@ def score_classifier(
             layer: {"share": layer_count[layer] / n, "accuracy": layer_correct[layer] / layer_count[layer]}
             for layer in sorted(layer_count)
         },
-        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+        "per_language": {
+            language: {"support": len(oks), "accuracy": sum(oks) / len(oks)}
+            for language, oks in sorted(by_language.items(), key=lambda item: (-len(item[1]), item[0]))
+        },
+        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                       "max": float(lat.max())},  # fmt: skip
         "needed_embedding": needed_embedding / n if n else None,
     }
 
@@ -118,7 +157,8 @@ def score_classifier(
 def format_tasks(report: dict[str, Any]) -> str:
     lines = [f"task classifier on {report['n']} prompts: accuracy {report['accuracy']:.3f}"]
     lines.append(
-        f"  layers 1-2 latency p50 {report['latency_ms']['p50']:.3f} ms, p99 {report['latency_ms']['p99']:.3f} ms; "
+        f"  request-path latency (language + cheap layers) p50 {report['latency_ms']['p50']:.3f} ms, "
+        f"p99 {report['latency_ms']['p99']:.3f} ms; "
         f"{report['needed_embedding']:.1%} needed the transformer embedding"
     )
     for layer, row in report["layers"].items():
@@ -127,4 +167,7 @@ def format_tasks(report: dict[str, Any]) -> str:
         recall = "-" if row["recall"] is None else f"{row['recall']:.3f}"
         precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
         lines.append(f"  {label:<14} support {row['support']:<6} recall {recall}  precision {precision}")
+    for language, row in report["per_language"].items():
+        if row["support"] >= 10:
+            lines.append(f"  language {language:<5} support {row['support']:<6} accuracy {row['accuracy']:.3f}")
     return "\n".join(lines)

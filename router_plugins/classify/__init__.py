@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ..registry import Registry
+from .corrections import CorrectionsLayer
 from .cascade import FALLBACK_LAYER, SKIPPED_NO_EMBEDDING, TaskClassifier
 from .head import HeadTraining, TaskHead, TorchHeadLayer, train_head
 from .keywords import KeywordLayer
@@ -16,6 +17,7 @@ from .knn import ReferenceSet, TransformerKnnLayer
 from .layer import AnyLayer, ClassifierLayer, EmbeddingLayer, LayerVerdict
 from .model import MODEL_FILE, MODEL_VERSION, TaskModel, fit_task_model
 from .static_embedding import StaticEmbedder, StaticEmbeddingLayer
+from .text_model import TextModel, TextModelLayer, load_text_model
 from .training import LabelledPrompt, load_labelled, registry_prompts
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ __all__ = [
     "MODEL_VERSION",
     "SKIPPED_NO_EMBEDDING",
     "ClassifierLayer",
+    "CorrectionsLayer",
     "EmbeddingLayer",
     "HeadTraining",
     "KeywordLayer",
@@ -37,26 +40,46 @@ __all__ = [
     "TaskClassifier",
     "TaskHead",
     "TaskModel",
+    "TextModel",
+    "TextModelLayer",
     "TorchHeadLayer",
     "TransformerKnnLayer",
     "build_classifier",
     "fit_task_model",
     "load_labelled",
+    "load_text_model",
     "registry_prompts",
     "train_head",
 ]
 
 
 def build_classifier(
-    registry: Registry, embedder: StaticEmbedder | None, task_model: TaskModel | None = None
+    registry: Registry,
+    embedder: StaticEmbedder | None,
+    task_model: TaskModel | None = None,
+    text_model: TextModel | None = None,
+    corrections: CorrectionsLayer | None = None,
 ) -> TaskClassifier:
-    """The cascade the registry asks for. The static layer is left out without an embedder, layers 3-4 without a
-    task model (or with one fitted for other task names, which is logged)."""
+    """The cascade the registry asks for: corrections, keywords, the text model (when it was fitted for these
+    task names), the static layer (only without a text model, and with an embedder) and layers 3-4 (with a task
+    model; pass none to keep them off the request path). A model fitted for other task names is logged, not used."""
     settings = registry.router.classifier
+    names = [t.name for t in registry.tasks]
     layers: list[tuple[AnyLayer, float]] = []
+    if corrections is not None and len(corrections):
+        layers.append((corrections, 0.0))
     if settings.keywords.enabled:
         layers.append((KeywordLayer(registry.tasks), settings.keywords.level))
-    if settings.static_embedding.enabled and embedder is not None:
+    serves_text_model = False
+    if text_model is not None and settings.text_model.enabled:
+        problem = text_model.mismatch(names)
+        if problem:
+            log.warning("not using the text model: %s; fit one with autoroute train-classifier", problem)
+        else:
+            layers.append((TextModelLayer(text_model), settings.text_model.level))
+            serves_text_model = True
+    # The static layer reads English only and is less accurate: with a text model it would only add cost.
+    if not serves_text_model and settings.static_embedding.enabled and embedder is not None:
         layers.append((StaticEmbeddingLayer(embedder, registry.tasks), settings.static_embedding.level))
     if task_model is not None:
         problem = task_model.mismatch(registry.tasks)

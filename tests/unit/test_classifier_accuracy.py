@@ -33,7 +33,11 @@ def load(name: str) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    return parse_registry("models:\n  - {name: m, litellm_params: {model: openai/m}}\n")
+    """Layers 1-2 as a registry without a text model uses them: keyword rules deciding above 0.55."""
+    return parse_registry(
+        "models:\n  - {name: m, litellm_params: {model: openai/m}}\n"
+        "router: {classifier: {keywords: {threshold: 0.55}, text_model: {enabled: false}}}\n"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,97 @@
+"""What the served cascade is built from beyond the registry, read from one data directory.
+
+The gateway and `autoroute eval tasks` both build their classifier through `ClassifierSources`, so the evaluation
+scores exactly what a gateway on the same config and data directory serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..registry import ClassifierSettings, Registry
+from .corrections import CorrectionsLayer
+from .model import MODEL_FILE, TaskModel
+from .text_model import ARTIFACT_FILE, SHIPPED_FILE, TextModel
+
+log = logging.getLogger(__name__)
+
+
+def transformer_inline(settings: ClassifierSettings, device: str | None = None) -> bool:
+    """Whether layers 3-4 belong on the request path: on a GPU, or on a CPU with an explicit budget."""
+    if not (settings.transformer_knn.enabled or settings.torch_head.enabled):
+        return False
+    if settings.transformer_budget_ms is not None:
+        return True
+    if device is None:
+        from ..embeddings import choose_device
+
+        device = choose_device()
+    return device.startswith("cuda")
+
+
+@dataclass
+class ClassifierSources:
+    """The text model (the data directory's fit, else the shipped one), the task model for layers 3-4 and the
+    corrections from feedback; each reloaded only when its file or its labels changed."""
+
+    artifacts: Path
+    _text: tuple[object, TextModel | None] = (None, None)
+    _task: tuple[object, TaskModel | None] = (None, None)
+    _corrections: tuple[object, CorrectionsLayer | None] = (None, None)
+
+    def text_model(self) -> TextModel | None:
+        stamp = (_stamp(self.artifacts / ARTIFACT_FILE), _stamp(SHIPPED_FILE))
+        if stamp != self._text[0]:
+            self._text = (stamp, self._load_text())
+        return self._text[1]
+
+    def _load_text(self) -> TextModel | None:
+        for path in (self.artifacts / ARTIFACT_FILE, SHIPPED_FILE):
+            if not path.exists():
+                continue
+            try:
+                model = TextModel.load(path)
+            except ValueError as exc:  # a damaged file: the next one (the shipped model) serves
+                log.error("text model not used: %s", exc)
+                continue
+            log.info("text model %s loaded (%s)", path, model.fingerprint)
+            return model
+        return None
+
+    def task_model(self) -> TaskModel | None:
+        path = self.artifacts / MODEL_FILE
+        stamp = _stamp(path)
+        if stamp != self._task[0]:
+            model = None
+            if path.exists():
+                try:
+                    model = TaskModel.load(path)
+                except (ValueError, OSError, KeyError) as exc:
+                    log.warning("task model %s not used: %s", path, exc)
+            self._task = (stamp, model)
+        return self._task[1]
+
+    def corrections(self, labels: Sequence[tuple[str, str]], registry: Registry) -> CorrectionsLayer | None:
+        """The corrections layer for these feedback labels (text, task), newest first."""
+        model = self.text_model()
+        key = (tuple(labels), id(model), tuple(t.name for t in registry.tasks))
+        if key != self._corrections[0]:
+            layer = CorrectionsLayer(labels, model, [t.name for t in registry.tasks]) if labels else None
+            self._corrections = (key, layer)
+        return self._corrections[1]
+
+    def pointers(self) -> tuple[Path, ...]:
+        """Files whose change a serving gateway swaps in: what `autoroute train-classifier` writes."""
+        return (self.artifacts / ARTIFACT_FILE, self.artifacts / MODEL_FILE)
+
+
+def _stamp(path: Path) -> object:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
