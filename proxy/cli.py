@@ -119,7 +119,8 @@ def _train_classifier(args: argparse.Namespace) -> int:
     from .training import train_classifier
 
     try:
-        report = train_classifier(Path(args.config), [Path(p) for p in args.labelled], Path(args.data_dir))
+        report = train_classifier(Path(args.config), [Path(p) for p in args.labelled],
+                                  Path(args.data_dir) if args.data_dir else None, transformer=not args.no_transformer)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
@@ -243,10 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="promote the new version without the champion/challenger gate on logged decisions")
     training.set_defaults(func=_train)
 
-    classifier = commands.add_parser("train-classifier", help="fit the task classifier's transformer layers (3-4)")
+    classifier = commands.add_parser("train-classifier",
+                                     help="fit the task classifier's text model (layer 2) and transformer layers (3-4)")
     classifier.add_argument("--config", default="config.yaml")
     classifier.add_argument("--labelled", nargs="*", default=[], help="JSONL of {text, task} (beside the registry's examples)")
-    classifier.add_argument("--data-dir", default="autoroute-data")
+    classifier.add_argument("--data-dir", help="overrides storage.data_dir of the config")
+    classifier.add_argument("--no-transformer", action="store_true", help="fit the text model only (no MiniLM)")
     classifier.set_defaults(func=_train_classifier)
 
     tuning = commands.add_parser("tune", help="propose classifier thresholds from logged decisions; write them")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from router_plugins.classify import StaticEmbedder
-from router_plugins.classify.training import LabelledPrompt, load_labelled
+from router_plugins.classify.training import LabelledPrompt, load_labelled, registry_prompts
 from router_plugins.outcomes import concatenate, from_feedback, load_outcomes
 from router_plugins.registry import load_registry
 from router_plugins.routers import LearnedRouter, RouterContext
@@ -97,14 +97,21 @@ def classifier_prompts(data_dir: Path, store: Store | None) -> list[LabelledProm
     return prompts
 
 
-def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path) -> dict[str, Any]:
-    """Fit the classifier's layers 3-4 (transformer kNN + head) on the registry's examples, labelled prompts and
-    the tasks feedback named; the labelled files are kept in the data directory for later refits."""
+def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | None = None,
+                     transformer: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Fit the classifier's text model (layer 2) and, with `transformer`, its layers 3-4 (MiniLM kNN + head) on the
+    registry's examples, labelled prompts and the tasks feedback named; the labelled files are kept in the data
+    directory for later refits. A running gateway on that data directory swaps the new models in within seconds.
+
+    Without labelled prompts or feedback the text model is left alone (the shipped one, fitted on real prompts,
+    serves). `data_dir` defaults to the config's `storage.data_dir`, the one `autoroute serve` uses."""
     from router_plugins.classify.model import MODEL_FILE, fit_task_model
+    from router_plugins.classify.text_model import ARTIFACT_FILE, fit_calibrated_text_model
     from router_plugins.embeddings import EmbeddingCache
 
     started = time.perf_counter()
     registry = load_registry(config)
+    data_dir = Path(data_dir or registry.storage.data_dir).expanduser().resolve()
     given = [p for path in labelled_files for p in load_labelled(path)]
     if given:
         (data_dir / ARTIFACTS).mkdir(parents=True, exist_ok=True)
@@ -117,7 +124,22 @@ def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path) -
     finally:
         if store is not None:
             store.close()
-    model = fit_task_model(registry.tasks, prompts, EmbeddingCache(data_dir / "cache").embed)
-    path = model.save(data_dir / ARTIFACTS / MODEL_FILE)
-    return {"artifact": str(path), "labelled": len(given), "feedback": sum(p.origin == "feedback" for p in prompts),
-            "tasks": list(model.tasks), "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+    names = [t.name for t in registry.tasks]
+    report: dict[str, Any] = {"data_dir": str(data_dir), "labelled": len(given),
+                              "feedback": sum(p.origin == "feedback" for p in prompts)}  # fmt: skip
+    usable = [p for p in prompts if p.task in names and p.text.strip()]
+    if usable:
+        examples = registry_prompts(registry.tasks)
+        texts = [p.text for p in (*examples, *usable)]
+        labels = [p.task for p in (*examples, *usable)]
+        model = fit_calibrated_text_model(texts, labels, names, meta={"trained_on": "autoroute train-classifier"})
+        report["text_model"] = {"artifact": str(model.save(data_dir / ARTIFACTS / ARTIFACT_FILE)),
+                                "prompts": len(texts), "temperature": round(model.temperature, 4)}  # fmt: skip
+    else:
+        report["text_model"] = "unchanged: no labelled prompts or feedback labels (the shipped model serves)"
+    if transformer:
+        task_model = fit_task_model(registry.tasks, prompts, EmbeddingCache(data_dir / "cache").embed)
+        report["task_model"] = {"artifact": str(task_model.save(data_dir / ARTIFACTS / MODEL_FILE)),
+                                "tasks": list(task_model.tasks)}  # fmt: skip
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report

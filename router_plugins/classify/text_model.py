@@ -266,8 +266,9 @@ def fit_text_model(
     blocks = []
     for name, analyzer, ngram, weight, min_df in specs:
         views = [view(t, name) for t in texts]
-        vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngram, sublinear_tf=True, token_pattern=TOKEN_PATTERN,
-                                     min_df=min(min_df, len(views)), dtype=np.float32)  # fmt: skip
+        vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=ngram, sublinear_tf=True, dtype=np.float32,
+                                     token_pattern=TOKEN_PATTERN if analyzer == "word" else None,
+                                     min_df=min(min_df, len(views)))  # fmt: skip
         try:
             vectorizer.fit(views)
         except ValueError:  # no term left (tiny data): a block with no vocabulary contributes nothing
@@ -312,6 +313,33 @@ def fit_temperature(margins: np.ndarray, targets: np.ndarray) -> float:
     best = float(grid[int(np.argmin([loss(t) for t in grid]))])
     fine = np.linspace(best * 0.85, best * 1.15, 31)
     return float(fine[int(np.argmin([loss(t) for t in fine]))])
+
+
+def fit_calibrated_text_model(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    tasks: Sequence[str],
+    sample_weight: np.ndarray | None = None,
+    training: TextModelTraining = TextModelTraining(),
+    folds: int = 3,
+    meta: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> TextModel:
+    """Fit on everything, with the temperature fitted on `folds`-fold out-of-fold margins (1.0 with too few
+    prompts to hold any out)."""
+    temperature = 1.0
+    index = {task: i for i, task in enumerate(tasks)}
+    if len(texts) >= 10 * folds and len(set(labels)) > 1:
+        order = np.random.default_rng(seed).permutation(len(texts))
+        margins = np.zeros((len(texts), len(tasks)))
+        for part in np.array_split(order, folds):
+            keep = np.ones(len(texts), bool)
+            keep[part] = False
+            model = fit_text_model([t for t, k in zip(texts, keep) if k], [x for x, k in zip(labels, keep) if k], tasks,
+                                   None if sample_weight is None else sample_weight[keep], training)  # fmt: skip
+            margins[part] = model.margins([texts[i] for i in part])
+        temperature = fit_temperature(margins, np.array([index[x] for x in labels]))
+    return fit_text_model(texts, labels, tasks, sample_weight, training, temperature, meta)
 
 
 class TextModelLayer:
