@@ -34,7 +34,9 @@ import _client  # noqa: E402
 import _harness as h  # noqa: E402
 import real_prompts  # noqa: E402
 
-DEFAULT_LITELLM = Path("/tmp/autoroute-bench-venv/bin/litellm")
+DEFAULT_LITELLM = next((p for p in (Path(".venv/bin/litellm"), Path("/tmp/autoroute-bench-venv/bin/litellm")) if p.exists()),
+                      Path(".venv/bin/litellm"))
+"""The project venv has `litellm[proxy]` (the test extra), the same version the gateway uses."""
 NAMED = "coder"
 """The named model of the autoroute and LiteLLM-proxy rows: the same LiteLLM model string (openai/coder) on both, as
 LiteLLM's own cost per call depends on the name (its price-map lookups: openai/mini costs ~1.5x openai/coder)."""

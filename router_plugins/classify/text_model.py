@@ -19,6 +19,8 @@ import os
 import re
 import tempfile
 import time
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -207,6 +209,7 @@ class TextModel:
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the model from a gateway running as another user
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -217,7 +220,8 @@ class TextModel:
     def load(cls, path: Path) -> TextModel:
         """Read a saved model; ValueError when the file is another version or damaged."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            # Opened here, not by np.load: on a damaged archive np.load raises and leaves its own handle open.
+            with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
                 version = str(data["version"])
                 if version != TEXT_MODEL_VERSION:
                     raise ValueError(f"{path} is {version}, expected {TEXT_MODEL_VERSION}")
@@ -229,7 +233,7 @@ class TextModel:
                 )  # fmt: skip
                 return cls(tuple(str(t) for t in data["tasks"]), blocks, data["weights"].astype(np.float32),
                            data["bias"].astype(np.float64), float(data["temperature"]), json.loads(str(data["meta"])))  # fmt: skip
-        except (KeyError, OSError, EOFError, json.JSONDecodeError, ValueError) as exc:
+        except (KeyError, OSError, EOFError, json.JSONDecodeError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path} is not a usable text model: {exc}") from exc
 
 
