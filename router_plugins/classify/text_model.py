@@ -31,6 +31,7 @@ import numpy as np
 
 from .layer import LayerVerdict
 from .scoring import softmax, verdict
+from .translation import asks_for_translation
 
 TEXT_MODEL_VERSION = "text-model-v1"
 SHIPPED_FILE = Path(__file__).resolve().parent.parent / "data" / f"{TEXT_MODEL_VERSION}.npz"
@@ -361,7 +362,17 @@ class TextModelLayer:
     def classify(self, text: str) -> LayerVerdict:
         if not text.strip():
             return LayerVerdict(None, 0.0, "empty text")
-        return verdict(self._model.probabilities([text])[0], self._model.tasks)
+        probabilities = self._model.probabilities([text])[0]
+        tasks = self._model.tasks
+        best = int(np.argmax(probabilities))
+        if tasks[best] == "translation" and not asks_for_translation(focus(text)):
+            # Foreign text is not a request to translate it: the next most likely task stands.
+            probabilities = probabilities.copy()
+            probabilities[best] = 0.0
+            probabilities /= probabilities.sum()
+            found = verdict(probabilities, tasks)
+            return LayerVerdict(found.task, found.confidence, f"{found.detail}; translation vetoed: no request to translate")
+        return verdict(probabilities, tasks)
 
 
 def load_text_model(artifacts: Path | None) -> TextModel | None:
