@@ -118,7 +118,8 @@ def test_first_start_serves_while_the_embedding_table_is_distilled(
     tmp_path: Path, upstream: Upstream, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(registry_text(upstream))
+    # The text model off: this is about the static layer, which serves registries no text model was fitted for.
+    config.write_text(registry_text(upstream).replace("  classifier:\n", "  classifier:\n    text_model: {enabled: false}\n"))
     release = threading.Event()
     real_load = StaticEmbedder.load
 
@@ -194,7 +195,9 @@ def test_a_first_start_builds_the_table_then_fits_layers_3_and_4_and_uses_them(
 ) -> None:
     text = registry_text(upstream)
     start, end = text.index("  classifier:\n"), text.index("    torch_head: {enabled: false}\n")
-    text = text[:start] + text[end + len("    torch_head: {enabled: false}\n") :]
+    # Layers 3-4 inline on this CPU (a budget), and no text model: the vague prompts below reach them.
+    text = (text[:start] + "  classifier:\n    text_model: {enabled: false}\n    transformer_budget_ms: 2000\n"
+            + text[end + len("    torch_head: {enabled: false}\n") :])  # fmt: skip
     # A fresh data directory, as a new user has: the table build and the model fitting run one after the other
     # in the background (transformers' lazy imports are not safe from two threads at once).
     gateway = start_gateway(text, with_table=False)
