@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_atomically
 from ..embeddings import MODEL_ID
 from ..registry import TaskType
 from .head import HeadTraining, TaskHead, TorchHeadLayer, train_head
@@ -99,16 +98,7 @@ class TaskModel:
         for i, (weights, bias) in enumerate(self.head.layers):
             arrays[f"head_w{i}"] = weights.astype(np.float32)
             arrays[f"head_b{i}"] = bias.astype(np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path, embedding_model: str = MODEL_ID) -> TaskModel:

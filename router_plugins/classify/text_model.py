@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 import zipfile
 import zlib
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_atomically
 from .layer import LayerVerdict
 from .scoring import softmax, verdict
 from .translation import asks_for_translation
@@ -205,17 +204,7 @@ class TextModel:
         for i, block in enumerate(self.blocks):
             arrays[f"vocabulary{i}"] = np.array(block.vocabulary)
             arrays[f"idf{i}"] = block.idf.astype(np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the model from a gateway running as another user
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(path, lambda handle: np.savez_compressed(handle, **arrays))  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> TextModel:

@@ -348,7 +348,7 @@ def test_the_shipped_models_confidences_are_probabilities(shipped: TextModel) ->
     verdicts = [layer.classify(t) for t in texts]
     kept = [i for i, v in enumerate(verdicts) if "translation vetoed" not in v.detail]  # the rule renormalises
     assert kept, "most fixture prompts are not vetoed"
-    np.testing.assert_allclose([verdicts[i].confidence for i in kept], probabilities.max(axis=1)[kept], rtol=1e-6)
+    np.testing.assert_allclose([verdicts[i].confidence for i in kept], probabilities.max(axis=1)[kept], rtol=1e-5)
 
 
 def test_the_cascade_abstains_when_the_text_model_is_not_sure_enough(shipped: TextModel) -> None:
