@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--md", type=Path)
+    parser.add_argument("--md", type=Path, nargs="*", default=[],
+                        help="markdown files to write; in one holding the markers below, only the part between them")
     args = parser.parse_args(argv)
     rows = load("test")
     with tempfile.TemporaryDirectory() as data_dir:
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                         "accuracy": round(float(predicted_right.mean()), 4),
                         "precision_when_decided": round(float(right[~unsure].mean()), 4) if (~unsure).any() else None})  # fmt: skip
     report |= {
-        "command": "python bench/eval_real_traffic.py --json " + str(args.json) + (f" --md {args.md}" if args.md else ""),
+        "command": "python bench/eval_real_traffic.py --json " + str(args.json)
+        + (" --md " + " ".join(map(str, args.md)) if args.md else ""),
         "set": "bench/real_prompts.py test split (never tuned on)",
         "by": {kind: {k: {"support": len(v), "accuracy": round(sum(v) / len(v), 4)} for k, v in sorted(g.items())}
                for kind, g in groups.items()},  # fmt: skip
@@ -83,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    if args.md:
-        args.md.write_text(markdown(report), encoding="utf-8")
+    for path in args.md:
+        write_markdown(path, markdown(report))
     print(json.dumps({"accuracy": report["accuracy"], "latency_ms": report["latency_ms"], "targets": report["targets"]},
                      indent=2))  # fmt: skip
     return 0
@@ -101,6 +103,20 @@ def targets(report: dict[str, Any], groups: dict[str, dict[str, list[bool]]]) ->
                 out[f"{name}:{label}"] = {"target": TARGET_GROUP, "value": round(row[key], 4), "support": row["support"],
                                           "met": row[key] >= TARGET_GROUP}  # fmt: skip
     return out
+
+
+START, END = "<!-- real-traffic: start -->", "<!-- real-traffic: end -->"
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """The whole file, or in a document holding START and END, the part between them (headings one level down)."""
+    if path.exists() and START in (current := path.read_text(encoding="utf-8")) and END in current:
+        block = text.replace("\n## ", "\n#### ").replace("# The served", "### The served", 1)
+        head, _, rest = current.partition(START)
+        _, _, tail = rest.partition(END)
+        path.write_text(f"{head}{START}\n{block}{END}{tail}", encoding="utf-8")
+    else:
+        path.write_text(text, encoding="utf-8")
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -126,12 +126,14 @@ class _Featurizer:
         for block, index, offset in zip(self.blocks, self._index, self._offsets):
             piece = view(text, block.view)
             grams = (char_wb_ngrams if block.analyzer == "char_wb" else word_ngrams)(piece, *block.ngram)
+            counter = Counter(grams)  # each distinct n-gram is looked up once
             get = index.get
-            found = [(i, c) for g, c in Counter(grams).items() if (i := get(g)) is not None]  # distinct n-grams once
-            if not found:
+            looked_up = np.fromiter([get(g, -1) for g in counter], dtype=np.int64, count=len(counter))
+            known = looked_up >= 0
+            if not known.any():
                 continue
-            pairs = np.array(found, dtype=np.int64)
-            ids, tf = pairs[:, 0], pairs[:, 1].astype(np.float32)
+            ids = looked_up[known]
+            tf = np.fromiter(counter.values(), dtype=np.float32, count=len(counter))[known]
             weights = (1.0 + np.log(tf)) * block.idf[ids]
             norm = float(np.sqrt(np.dot(weights, weights)))
             if norm > 0:
