@@ -33,6 +33,7 @@ from .classify import StaticEmbedder, TaskClassifier, build_classifier
 from .registry import ModelEntry, Registry, load_registry
 from .routers import LearnedRouter, Router, RouterContext, StaticRulesRouter
 from .classify.assembly import ClassifierSources
+from .language import detect_language
 from .routers.learned import current_artifact
 from .types import PREFERENCES, ChatRequest, RouteDecision
 
@@ -80,8 +81,12 @@ class AutorouteCallback(CustomLogger):
         messages = tuple(data.get("messages") or ())
         request = ChatRequest(str(uuid.uuid4()), requested, messages, bool(data.get("stream")), preference,  # type: ignore[arg-type]
                               {k: v for k, v in data.items() if k in ("tools", "functions", "max_tokens")})  # fmt: skip
-        classification = self.classifier.classify(request.last_user_text())
+        text = request.last_user_text()
+        classification = self.classifier.classify(text)
+        language = detect_language(text)
         candidates: Sequence[ModelEntry] = [m for m in self.registry.models if m.enabled]
+        # As the gateway does: the models that serve the prompt's language, all of them when none does.
+        candidates = [m for m in candidates if m.serves(language)] or candidates
         for router in self.routers:
             decision = router.route(request, classification, candidates)
             if decision is not None:
@@ -89,7 +94,7 @@ class AutorouteCallback(CustomLogger):
                 metadata = data.setdefault("metadata", {})
                 metadata[METADATA_KEY] = {
                     "request_id": request.request_id, "requested_model": requested, "task": classification.task,
-                    "task_confidence": classification.confidence, "layer": classification.layer,
+                    "task_confidence": classification.confidence, "layer": classification.layer, "language": language,
                     "router": f"{decision.router}@{decision.router_version}", "reason": decision.reason,
                     "propensity": decision.propensity, "alternatives": [c.to_dict() for c in decision.alternatives],
                 }  # fmt: skip

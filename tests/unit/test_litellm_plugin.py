@@ -72,3 +72,17 @@ def test_the_proxy_handler_is_built_on_first_access(tmp_path: Path, monkeypatch:
     assert isinstance(handler, AutorouteCallback) and litellm_plugin.proxy_handler is handler
     with pytest.raises(AttributeError):
         litellm_plugin.nothing_here  # noqa: B018
+
+
+def test_the_prompts_language_narrows_the_candidates_as_in_the_gateway(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.replace("input_cost_per_mtok: 1.0,", "input_cost_per_mtok: 1.0, languages: [en],"))
+    callback = AutorouteCallback(config, tmp_path / "data")
+    german = "Schreib eine Python-Funktion, die einen regulären Ausdruck für Datumsangaben implementiert."
+    english = "Implement a regex in a code snippet that parses dates."
+
+    data = _hook(callback, {"model": "auto", "messages": [{"role": "user", "content": german}]})
+    assert data["metadata"]["autoroute"]["language"] == "de"
+    assert data["model"] == "mini", "coder lists English only"
+    data = _hook(callback, {"model": "auto", "messages": [{"role": "user", "content": english}]})
+    assert (data["model"], data["metadata"]["autoroute"]["language"]) == ("coder", "en")
