@@ -5,17 +5,22 @@
 Features are the learned router's: static embedding of the focused prompt, log length, task one-hot, digit and
 code markers. Each family predicts every model's success probability; cost is a per-model linear fit on length.
 """
-import sys, time, json, os
+import os
+
 import numpy as np
+
 os.environ.setdefault("HF_HUB_OFFLINE","1")
-from router_plugins.outcomes import load_outcomes, kfold_indices
-from router_plugins.embeddings import EmbeddingCache
-from proxy.evaluation.offline import score
 from pathlib import Path
+
 import torch
+
+from proxy.evaluation.offline import score
+from router_plugins.outcomes import kfold_indices, load_outcomes
 
 TASKS = ["coding", "math", "reasoning", "knowledge", "writing"]
 import re
+
+
 def feats(d, E):
     L = np.array([np.log1p(len(t)) for t in d.texts])[:, None]
     T = np.array([[1.0 if t == k else 0.0 for k in TASKS] for t in d.tasks])
@@ -140,6 +145,7 @@ def ens(*fitters):
 
 def main() -> None:
     import argparse
+
     from router_plugins.classify.static_embedding import StaticEmbedder
     from router_plugins.embeddings import focus
 

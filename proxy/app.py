@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,20 +21,20 @@ from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.assembly import ClassifierSources, transformer_inline
 from router_plugins.classify.model import MODEL_FILE, TaskModel
 from router_plugins.classify.static_embedding import TABLE_FILE
+from router_plugins.registry import Registry, load_registry
 from router_plugins.routers import RouterContext
 from router_plugins.routers.learned import POINTER_FILE
 from router_plugins.serving import EmbeddingServer
-from router_plugins.registry import Registry, load_registry
 
 from .errors import ApiError, internal_error
 from .forward import Forwarder
 from .learning import LearningLoop
-from .tuning import POINTER_FILE as THRESHOLDS_POINTER
 from .pipeline import Pipeline
 from .recorder import Recorder
 from .routes import router as api_router
 from .runtime import RuntimeHolder, build_runtime
 from .store import Store, open_store
+from .tuning import POINTER_FILE as THRESHOLDS_POINTER
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ class Services:
     learning: LearningLoop | None = None
 
 
-async def _fit_task_model(registry: Registry, server: EmbeddingServer, path: Path, data_dir: Path,
-                         store: Store) -> tuple[TaskModel, int]:
+async def _fit_task_model(
+    registry: Registry, server: EmbeddingServer, path: Path, data_dir: Path, store: Store
+) -> tuple[TaskModel, int]:
     """Fit the classifier's layers 3-4 on the registry's examples, the kept labelled prompts and the tasks feedback
     named, embedding through the serving model; returns the model and how many feedback labels it used."""
     from router_plugins.classify.model import fit_task_model
@@ -83,7 +84,7 @@ async def _fit_task_model(registry: Registry, server: EmbeddingServer, path: Pat
     prompts = await asyncio.to_thread(classifier_prompts, data_dir, store)
     loop = asyncio.get_running_loop()
 
-    def embed(texts: list[str]) -> np.ndarray:
+    def embed(texts: Sequence[str]) -> np.ndarray:
         return asyncio.run_coroutine_threadsafe(server.embed(list(texts)), loop).result()
 
     def fit() -> TaskModel:

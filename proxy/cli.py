@@ -119,8 +119,12 @@ def _train_classifier(args: argparse.Namespace) -> int:
     from .training import train_classifier
 
     try:
-        report = train_classifier(Path(args.config), [Path(p) for p in args.labelled],
-                                  Path(args.data_dir) if args.data_dir else None, transformer=not args.no_transformer)
+        report = train_classifier(
+            Path(args.config),
+            [Path(p) for p in args.labelled],
+            Path(args.data_dir) if args.data_dir else None,
+            transformer=not args.no_transformer,
+        )
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +142,12 @@ def _tune(args: argparse.Namespace) -> int:
     from .evaluation.ab import parse_since
     from .training import ARTIFACTS, DB_FILE
     from .tuning import (
-        apply_thresholds, current_thresholds, format_report, load_tuned_thresholds, read_events, save_thresholds,
+        apply_thresholds,
+        current_thresholds,
+        format_report,
+        load_tuned_thresholds,
+        read_events,
+        save_thresholds,
         tune,
     )  # fmt: skip
 
@@ -240,14 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--data-dir", default="autoroute-data", help="store and artifacts (default: %(default)s)")
     training.add_argument("--folds", type=int, default=5, help="cross-validation folds for the printed score")
     training.add_argument("--cv-sample", type=int, default=5_000, help="prompts the printed score is computed on")
-    training.add_argument("--force", action="store_true",
-                          help="promote the new version without the champion/challenger gate on logged decisions")
+    training.add_argument(
+        "--force",
+        action="store_true",
+        help="promote the new version without the champion/challenger gate on logged decisions",
+    )
     training.set_defaults(func=_train)
 
-    classifier = commands.add_parser("train-classifier",
-                                     help="fit the task classifier's text model (layer 2) and transformer layers (3-4)")
+    classifier = commands.add_parser(
+        "train-classifier", help="fit the task classifier's text model (layer 2) and transformer layers (3-4)"
+    )
     classifier.add_argument("--config", default="config.yaml")
-    classifier.add_argument("--labelled", nargs="*", default=[], help="JSONL of {text, task} (beside the registry's examples)")
+    classifier.add_argument(
+        "--labelled", nargs="*", default=[], help="JSONL of {text, task} (beside the registry's examples)"
+    )
     classifier.add_argument("--data-dir", help="overrides storage.data_dir of the config")
     classifier.add_argument("--no-transformer", action="store_true", help="fit the text model only (no MiniLM)")
     classifier.set_defaults(func=_train_classifier)
@@ -259,8 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument("--since", help="only decisions from then on: Unix seconds, ISO date/time (UTC) or 24h, 7d")
     tuning.add_argument("--target-precision", type=float, default=0.9, help="(default: %(default)s)")
     tuning.add_argument("--min-events", type=int, default=30, help="judged events a layer needs (default: %(default)s)")
-    tuning.add_argument("--truth", choices=["feedback", "any"], default="any",
-                        help="feedback: only tasks named by feedback; any: also the task a later layer accepted")  # fmt: skip
+    tuning.add_argument(
+        "--truth",
+        choices=["feedback", "any"],
+        default="any",
+        help="feedback: only tasks named by feedback; any: also the task a later layer accepted",
+    )
     tuning.add_argument("--json", help="write the full report here")
     tuning.set_defaults(func=_tune)
 

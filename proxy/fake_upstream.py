@@ -49,13 +49,20 @@ DEFAULT_SLOW_MS = 1000
 TIMEOUT_SECONDS = 300.0
 REQUIRED_KEY = "fake-secret"
 SAMPLE_MODELS = (
-    "fake-model", "fake-model-slow-200", "fake-model-reports-cost",
-    "fake-model-flaky", "fake-model-error-500", "fake-model-err-in-stream",
+    "fake-model",
+    "fake-model-slow-200",
+    "fake-model-reports-cost",
+    "fake-model-flaky",
+    "fake-model-error-500",
+    "fake-model-err-in-stream",
 )
 # Fixed so /v1/models is byte-for-byte reproducible.
 _MODELS_CREATED = 1_700_000_000
 _INJECTED_ERRORS = {
-    500: "server_error", 429: "rate_limit_error", 400: "invalid_request_error", 401: "authentication_error",
+    500: "server_error",
+    429: "rate_limit_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
 }
 _SLOW_RE = re.compile(r"slow-(\d+)")
 _STREAM_RE = re.compile(r"stream-(\d+)")
@@ -292,9 +299,7 @@ def serve(host: str = "127.0.0.1", port: int = 4010) -> None:
     # Without a graceful-shutdown limit, Ctrl+C waits for any client still
     # connected to a `timeout` model (300 s); with it, uvicorn cancels the sleep.
     app = create_app()
-    uvicorn.run(
-        app, host=host, port=port, loop="auto", http="auto", log_level="warning", timeout_graceful_shutdown=2
-    )
+    uvicorn.run(app, host=host, port=port, loop="auto", http="auto", log_level="warning", timeout_graceful_shutdown=2)
 
 
 if __name__ == "__main__":

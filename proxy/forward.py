@@ -79,7 +79,9 @@ class Forwarder:
         """One mocked call of each kind, so the first real request does not pay LiteLLM's lazy set-up (~1 s)."""
         messages = [{"role": "user", "content": "warm-up"}]
         try:
-            await self._litellm.acompletion(model="openai/warm-up", messages=messages, mock_response="ok", api_key=NO_KEY)
+            await self._litellm.acompletion(
+                model="openai/warm-up", messages=messages, mock_response="ok", api_key=NO_KEY
+            )
             stream = await self._litellm.acompletion(
                 model="openai/warm-up", messages=messages, mock_response="ok", stream=True, api_key=NO_KEY
             )
@@ -183,7 +185,7 @@ class Forwarder:
             first = await asyncio.wait_for(iterator.__anext__(), timeout=model.litellm_params.timeout_s)
         except StopAsyncIteration as exc:
             raise UpstreamError(502, "EmptyStream", "the backend closed the stream without a chunk", True) from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamError(504, "Timeout", "the backend sent no first chunk in time", True) from exc
         except Exception as exc:  # noqa: BLE001
             raise classify_error(exc) from exc
@@ -314,4 +316,8 @@ def usage_chunk(template: dict[str, Any], usage: Usage, raw_usage: dict[str, Any
         "completion_tokens": usage.completion_tokens or 0,
         "total_tokens": (usage.prompt_tokens or 0) + (usage.completion_tokens or 0),
     }
-    return {**{k: template[k] for k in ("id", "object", "created", "model") if k in template}, "choices": [], "usage": body}
+    return {
+        **{k: template[k] for k in ("id", "object", "created", "model") if k in template},
+        "choices": [],
+        "usage": body,
+    }

@@ -79,7 +79,9 @@ def _choices(router: Router, rows: Sequence[dict[str, Any]], registry: Registry)
 
 
 def _logged(rows: Sequence[dict[str, Any]]) -> list[LoggedDecision]:
-    return [LoggedDecision(r["task"], r["routed_model"], float(r["propensity"] or 1.0), float(r["quality"])) for r in rows]
+    return [
+        LoggedDecision(r["task"], r["routed_model"], float(r["propensity"] or 1.0), float(r["quality"])) for r in rows
+    ]
 
 
 def split_logged(store: Store, share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -92,10 +94,9 @@ def split_logged(store: Store, share: float) -> tuple[list[dict[str, Any]], list
 
 def logged_outcomes(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> OutcomeSet:
     """Logged decisions as training outcomes: one known outcome (the model that served) per prompt."""
-    return from_feedback(
-        [{"request_id": r["request_id"], "prompt_text": r["prompt_text"], "task": r["task"], "model": r["selected_model"],
-          "quality": r["quality"], "cost_usd": r["cost_usd"]} for r in rows], models,
-    )  # fmt: skip
+    keys = {"request_id": "request_id", "prompt_text": "prompt_text", "task": "task", "model": "selected_model",
+            "quality": "quality", "cost_usd": "cost_usd"}  # fmt: skip
+    return from_feedback([{name: r[column] for name, column in keys.items()} for r in rows], models)
 
 
 def judge(

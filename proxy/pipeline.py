@@ -19,7 +19,7 @@ from router_plugins.types import ChatRequest, Classification, RouteDecision, Sco
 
 from .errors import ApiError, model_not_found
 from .events import DecisionRecord, Outcome, PerformanceRecord
-from .forward import Forwarder, StreamHandle, Usage, UpstreamError
+from .forward import Forwarder, StreamHandle, UpstreamError, Usage
 from .recorder import Recorder
 from .runtime import Runtime
 from .streaming import relay_stream
@@ -153,12 +153,17 @@ class Pipeline:
             self._recorder.record(ctx.record("success"))
             if request.stream:
                 ttft_ms = (time.perf_counter() - started) * 1000
+
+                def ended(
+                    outcome: Outcome, usage: Usage, exc: BaseException | None, m: ModelEntry = model,
+                    s: float = started, t: float = ttft_ms,
+                ) -> None:  # fmt: skip
+                    self._stream_ended(ctx, m, s, t, outcome, usage, exc)
+
                 chunks = relay_stream(
                     handle,
                     include_usage=bool((request.params.get("stream_options") or {}).get("include_usage")),
-                    on_end=lambda outcome, usage, exc, m=model, s=started, t=ttft_ms: self._stream_ended(
-                        ctx, m, s, t, outcome, usage, exc
-                    ),
+                    on_end=ended,
                 )
                 return Streaming(handle, chunks, ctx.headers(runtime))
             self._record_attempt(ctx, model, "success", started, None, usage, None)
@@ -218,12 +223,10 @@ class Pipeline:
                                  model.latency_ms, "requested"),),
             )  # fmt: skip
         storage = runtime.registry.storage
-        text = None
+        stored: str | None = None
         if storage.prompt_text != "none":
-            text = request.last_user_text()
-            if storage.prompt_text == "truncated":
-                text = text[: storage.truncate_chars]
-        ctx = CallContext(request, created_at, started, classification, decision, text, language=language)
+            stored = text if storage.prompt_text == "full" else text[: storage.truncate_chars]
+        ctx = CallContext(request, created_at, started, classification, decision, stored, language=language)
         if routed is not None and routed.arm is not None:
             ctx.ab_arm = routed.arm
             ctx.counterfactual = routed.counterfactual
@@ -338,7 +341,7 @@ def _decide_with(
     candidates: Candidates,
 ) -> RouteDecision:
     """The first decision of `routers`, noting the routers that could not decide (and why the chain is short)."""
-    undecided = []
+    undecided: list[str] = []
     for router in routers:
         if isinstance(router, WinRateRouter):
             decision = router.greedy_route(request, classification, candidates.models)

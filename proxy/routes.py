@@ -33,7 +33,7 @@ _JSON_HEADERS = {"cache-control": "no-store"}
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def _authorize(request: Request, runtime: Runtime) -> None:
@@ -125,8 +125,13 @@ async def feedback(request: Request) -> Response:
     if not services.recorder.record(record):
         raise ApiError(503, "The feedback queue is full; retry shortly.", type="server_error", code="queue_full")
     return JSONResponse(
-        {"object": "feedback", "request_id": record.request_id, "score": record.score, **record.extra,
-         "status": "recorded"}
+        {
+            "object": "feedback",
+            "request_id": record.request_id,
+            "score": record.score,
+            **record.extra,
+            "status": "recorded",
+        }
     )
 
 
@@ -135,7 +140,9 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
         raise bad_request("The body must be a JSON object.")
     unknown = set(data) - {"request_id", "score", "thumbs", "comment", "label", "task"}
     if unknown:
-        raise bad_request(f"Unrecognized field: {sorted(unknown)[0]}", param=sorted(unknown)[0], code="unknown_parameter")
+        raise bad_request(
+            f"Unrecognized field: {sorted(unknown)[0]}", param=sorted(unknown)[0], code="unknown_parameter"
+        )
     request_id = data.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise bad_request("'request_id' is required: the x-autoroute-request-id of the call.", param="request_id")
@@ -164,7 +171,9 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
     if label is not None and (not isinstance(label, str) or len(label) > 100):
         raise bad_request("'label' must be a short string.", param="label")
     extra = {"task": task} if task is not None else {}
-    return FeedbackRecord(request_id, time.time(), None if score is None else float(score), label, comment, "api", extra)
+    return FeedbackRecord(
+        request_id, time.time(), None if score is None else float(score), label, comment, "api", extra
+    )
 
 
 def _is_unit_number(value: Any) -> bool:

@@ -13,7 +13,15 @@ from pathlib import Path
 from router_plugins.classify import CorrectionsLayer, StaticEmbedder, TaskClassifier, TextModel, build_classifier
 from router_plugins.classify.model import TaskModel
 from router_plugins.registry import ModelEntry, Registry, load_registry
-from router_plugins.routers import LearnedRouter, Router, RouterContext, RouterTable, WinRateRouter, WinRateState, default_table
+from router_plugins.routers import (
+    LearnedRouter,
+    Router,
+    RouterContext,
+    RouterTable,
+    WinRateRouter,
+    WinRateState,
+    default_table,
+)
 from router_plugins.routers.learned import current_artifact
 from router_plugins.schema import ConfigError
 

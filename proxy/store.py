@@ -20,7 +20,13 @@ from sqlite_utils import Database
 
 from proxy.events import DecisionRecord, FeedbackRecord, LearningEvent, PerformanceRecord, Record
 from proxy.store_schema import (
-    DECISIONS, FEEDBACK, LEARNING, MIGRATIONS, PERFORMANCE, _immediate_transaction, apply_migrations,
+    DECISIONS,
+    FEEDBACK,
+    LEARNING,
+    MIGRATIONS,
+    PERFORMANCE,
+    _immediate_transaction,
+    apply_migrations,
 )
 
 logger = logging.getLogger(__name__)
@@ -219,9 +225,7 @@ class SQLiteStore(Store):
 
     def decision_exists(self, request_id: str) -> bool:
         with self._lock:
-            row = self._db.execute(
-                f"SELECT 1 FROM {DECISIONS} WHERE request_id = ?", [request_id]
-            ).fetchone()
+            row = self._db.execute(f"SELECT 1 FROM {DECISIONS} WHERE request_id = ?", [request_id]).fetchone()
         return row is not None
 
     def decision(self, request_id: str) -> dict[str, Any] | None:
@@ -345,9 +349,7 @@ class SQLiteStore(Store):
 
     def _select(self, table: str, request_id: str, *, order_by: str | None) -> list[dict[str, Any]]:
         with self._lock:
-            rows = list(
-                self._db.table(table).rows_where("request_id = ?", [request_id], order_by=order_by)
-            )
+            rows = list(self._db.table(table).rows_where("request_id = ?", [request_id], order_by=order_by))
         return [_from_row(row, table) for row in rows]
 
     # health / lifecycle

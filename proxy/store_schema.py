@@ -152,9 +152,7 @@ def apply_migrations(db: Database, migrations: Sequence[Migration] = MIGRATIONS_
             if row is not None:
                 continue
             fn(db)
-            db.execute(
-                f"INSERT INTO {MIGRATIONS} (name, applied_at) VALUES (?, ?)", [name, time.time()]
-            )
+            db.execute(f"INSERT INTO {MIGRATIONS} (name, applied_at) VALUES (?, ?)", [name, time.time()])
         applied.append(name)
         logger.info("applied migration %s", name)
     return applied

@@ -29,7 +29,11 @@ CV_SAMPLE = 5_000
 
 
 def train(
-    config: Path, data_files: list[Path], data_dir: Path, folds: int = 5, force: bool = False,
+    config: Path,
+    data_files: list[Path],
+    data_dir: Path,
+    folds: int = 5,
+    force: bool = False,
     cv_sample: int = CV_SAMPLE,
 ) -> dict[str, Any]:
     """Fit the learned router on outcome files and the store's feedback, then promote it through the champion /
@@ -53,7 +57,9 @@ def train(
             sets.append(from_feedback(feedback, models))
         data = concatenate(sets, models)
         if len(data) == 0:
-            raise ValueError("nothing to train on: no outcome file names a registry model and the store has no feedback")
+            raise ValueError(
+                "nothing to train on: no outcome file names a registry model and the store has no feedback"
+            )
         static = StaticEmbedder.load_or_build(data_dir)
         context = RouterContext(static_embed=static.embed)
         report: dict[str, Any] = {"prompts": len(data), "models": data.models}
@@ -72,7 +78,9 @@ def train(
         artifacts = data_dir / ARTIFACTS
         if gated:
             assert store is not None
-            result = judge(router, registry, train_rows, eval_rows, artifacts, context, registry.learning.promotion_margin)
+            result = judge(
+                router, registry, train_rows, eval_rows, artifacts, context, registry.learning.promotion_margin
+            )
             record_challenge(store, result)
             report["gate"] = {"promoted": result.promoted, "reason": result.reason, **result.scores(),
                               "champion_version": result.champion_version}  # fmt: skip
@@ -115,8 +123,8 @@ def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | 
     given = [p for path in labelled_files for p in load_labelled(path)]
     if given:
         (data_dir / ARTIFACTS).mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps({"text": p.text, "task": p.task, "accept": list(p.accept), "source": p.source}) + "\n"
-                        for p in given)  # fmt: skip
+        records = ({"text": p.text, "task": p.task, "accept": list(p.accept), "source": p.source} for p in given)
+        lines = "".join(json.dumps(record) + "\n" for record in records)
         (data_dir / ARTIFACTS / LABELLED_FILE).write_text(lines, encoding="utf-8")
     store = open_store(str(data_dir / DB_FILE)) if (data_dir / DB_FILE).exists() else None
     try:

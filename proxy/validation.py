@@ -111,7 +111,7 @@ def _preference(model: str, default: Preference) -> Preference:
                 param="model",
                 code="model_not_found",
             )
-        return suffix  # type: ignore[return-value]
+        return suffix
     return default
 
 
@@ -155,10 +155,16 @@ def _check_params(params: dict[str, Any]) -> None:
     for key in ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs"):
         if key in params and params[key] is not None:
             value = params[key]
-            if isinstance(value, bool) or not isinstance(value, int) or (key != "seed" and value < (0 if key == "top_logprobs" else 1)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or (key != "seed" and value < (0 if key == "top_logprobs" else 1))
+            ):
                 raise bad_request(f"'{key}' must be a positive integer.", param=key)
     stop = params.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
         raise bad_request("'stop' must be a string or an array of strings.", param="stop")
     tools = params.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):

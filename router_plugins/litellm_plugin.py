@@ -7,7 +7,8 @@ In the LiteLLM proxy's config (its `model_list` names the same models as the aut
 
 and `AUTOROUTE_CONFIG=/path/to/config.yaml` (default `config.yaml`) in its environment. Before each call the
 pre-call hook classifies the last user message (layers 1-2: keywords and the static embedding table, which is
-distilled into the registry's data directory at the first start unless `autoroute build-embeddings` did it), asks the router chain (the learned router when an artifact exists, then static
+distilled into the registry's data directory at the first start unless `autoroute build-embeddings` did it), asks the
+router chain (the learned router when an artifact exists, then static
 rules) and rewrites `model` to the chosen registry model; `metadata.autoroute` carries the decision. Success and
 failure events append one JSON line each to `<data_dir>/litellm-outcomes.jsonl` (latency, time to first token,
 tokens, cost as LiteLLM computed it), which `autoroute` tooling can read. Requests naming a model pass untouched.
@@ -30,10 +31,10 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from .classify import StaticEmbedder, TaskClassifier, build_classifier
-from .registry import ModelEntry, Registry, load_registry
-from .routers import LearnedRouter, Router, RouterContext, StaticRulesRouter
 from .classify.assembly import ClassifierSources
 from .language import detect_language
+from .registry import ModelEntry, Registry, load_registry
+from .routers import LearnedRouter, Router, RouterContext, StaticRulesRouter
 from .routers.learned import current_artifact
 from .types import PREFERENCES, ChatRequest, RouteDecision
 
@@ -79,7 +80,7 @@ class AutorouteCallback(CustomLogger):
         if preference not in PREFERENCES:
             raise ValueError(f"unknown routing preference {preference!r}; use one of {', '.join(PREFERENCES)}")
         messages = tuple(data.get("messages") or ())
-        request = ChatRequest(str(uuid.uuid4()), requested, messages, bool(data.get("stream")), preference,  # type: ignore[arg-type]
+        request = ChatRequest(str(uuid.uuid4()), requested, messages, bool(data.get("stream")), preference,
                               {k: v for k, v in data.items() if k in ("tools", "functions", "max_tokens")})  # fmt: skip
         text = request.last_user_text()
         classification = self.classifier.classify(text)

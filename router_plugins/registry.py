@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from importlib import resources
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import ClassVar, Literal, Mapping
+from typing import ClassVar, Literal
 
 from .schema import ConfigError, load_yaml
 from .types import PREFERENCES, Preference

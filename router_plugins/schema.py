@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -51,7 +51,7 @@ def decode(node: yaml.Node | None, cls: Any, source: str, path: str) -> Any:
     if node is None:
         raise ConfigError(f"{path}: a value is required ({source})")
     if dataclasses.is_dataclass(cls):
-        return _decode_dataclass(node, cls, source, path)
+        return _decode_dataclass(node, cast(type, cls), source, path)
     if origin in (list, tuple) or cls in (list, tuple):
         if not isinstance(node, yaml.SequenceNode):
             raise ConfigError(f"{path}: expected a list at {_where(node, source)}")
@@ -99,7 +99,7 @@ def _decode_dataclass(node: yaml.Node, cls: type[T], source: str, path: str) -> 
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{path}: expected a mapping at {_where(node, source)}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}
     values: dict[str, Any] = {}
     for key_node, value_node in node.value:
         key = _scalar(key_node)

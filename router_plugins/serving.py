@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -153,7 +153,8 @@ class EmbeddingServer:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-            found = {t: row for chunk, vectors in zip(chunks, results) for t, row in zip(chunk, vectors)}
+            embedded = cast(list[np.ndarray], results)  # no exception is left among them
+            found = {t: row for chunk, vectors in zip(chunks, embedded) for t, row in zip(chunk, vectors)}
             rows = [row if row is not None else found[t] for t, row in zip(texts, rows)]
         if not rows:
             return np.zeros((0, self._dimension), dtype=np.float32)

@@ -6,8 +6,9 @@ recorded as they were made.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Preference = Literal["quality", "balanced", "cost", "latency"]
 PREFERENCES: tuple[Preference, ...] = ("quality", "balanced", "cost", "latency")

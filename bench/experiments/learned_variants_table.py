@@ -1,6 +1,8 @@
 """Print the variants x sets table from learned_variants.py's JSONL output (default /tmp/learned_variants.jsonl)."""
-import json, sys
+import json
+import sys
 from collections import defaultdict
+
 rows = [json.loads(l) for l in open(sys.argv[1] if len(sys.argv) > 1 else "/tmp/learned_variants.jsonl")]
 by = defaultdict(dict)
 for r in rows:

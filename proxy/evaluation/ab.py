@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .stats import (
@@ -93,7 +93,10 @@ def ab_report(
         differences[name]["better"] = _better(comparison, name)
     pairs = _metric_values(in_test, metric)
     sequential = msprt(
-        [a for a, _ in pairs], [v for _, v in pairs], metric=metric, alpha=alpha,
+        [a for a, _ in pairs],
+        [v for _, v in pairs],
+        metric=metric,
+        alpha=alpha,
         lower_is_better=metric in LOWER_IS_BETTER,
     )
     return {
@@ -150,7 +153,7 @@ def parse_since(text: str, now: float) -> float:
             f"--since {text!r}: expected a unix time, an ISO date/time or a duration like 24h, 7d, 30m"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -185,8 +188,10 @@ def format_ab_report(report: Mapping[str, Any]) -> str:
             f"{name:<11} {cells[0]:<44} {cells[1]:<44} {_fmt(diff['estimate']):>10} {_fmt_ci(diff['ci']):<23} "
             f"{_fmt(diff['p_value'])}{mark}"
         )
-    lines.append("tests: success rate by " + report["difference"]["success"]["test"] + "; means by Welch's t-test "
-                 "(fixed horizon: valid when looked at once)")
+    lines.append(
+        "tests: success rate by " + report["difference"]["success"]["test"] + "; means by Welch's t-test "
+        "(fixed horizon: valid when looked at once)"
+    )
     seq = report["sequential"]
     where = f" at event {seq['stopped_at_event']}" if seq["stopped_at_event"] else ""
     lines.append(

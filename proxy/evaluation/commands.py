@@ -12,14 +12,16 @@ from typing import Any
 DEFAULT_CACHE = Path("autoroute-data") / "cache"
 
 
-def register(eval_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(eval_commands: argparse._SubParsersAction) -> None:
     """Add `offline` and `tasks` to `autoroute eval`."""
     offline = eval_commands.add_parser("offline", help="fit a router on routing outcomes and score it on others")
     offline.add_argument("--train", required=True, help="routing-outcome JSONL to fit on")
     split = offline.add_mutually_exclusive_group(required=True)
     split.add_argument("--test", help="routing-outcome JSONL to score on")
     split.add_argument("--folds", type=int, help="k-fold cross-validation on --train instead of a test file")
-    offline.add_argument("--router", required=True, help="router name (random, cheapest, best-single, static-rules, knn, ...)")
+    offline.add_argument(
+        "--router", required=True, help="router name (random, cheapest, best-single, static-rules, knn, ...)"
+    )
     offline.add_argument("--models", help="models.json (default: beside --train)")
     offline.add_argument("--json", help="write the full report here")
     offline.add_argument("--plot", help="write the quality-cost plot here (PNG)")
@@ -138,7 +140,9 @@ def format_offline(report: dict[str, Any]) -> str:
         lines.append(f"  Brier score   {_fmt(report['calibration']['brier'])} (reliability curve in the JSON)")
     if report.get("feature_importance"):
         ranked = sorted(report["feature_importance"].items(), key=lambda kv: -kv[1])
-        lines.append("  feature importance (Brier increase when shuffled): " + ", ".join(f"{k} {v:.4f}" for k, v in ranked))
+        lines.append(
+            "  feature importance (Brier increase when shuffled): " + ", ".join(f"{k} {v:.4f}" for k, v in ranked)
+        )
     for task, sub in report.get("per_task", {}).items():
         lines.append(
             f"  task {task:<14} n={sub['n_test']:<5} best single {_fmt(sub['best_single']['quality'])}"

@@ -25,7 +25,7 @@ PROGRESS_EVERY = 1000
 
 
 def registry_for(data: OutcomeSet) -> Registry:
-    """A registry of the data set's models (names and prices), so routers are built exactly as the gateway builds them."""
+    """A registry of the data set's models (names and prices), so routers are built as the gateway builds them."""
     models = tuple(
         ModelEntry(
             name=model,
@@ -155,7 +155,9 @@ def score(
         report.update(_two_model_scores(data, pred_quality, best))
     if per_task:
         report["per_task"] = {
-            label: score(router, data.subset(rows), pred_quality[rows], pred_cost[rows], train_quality[rows], per_task=False)
+            label: score(
+                router, data.subset(rows), pred_quality[rows], pred_cost[rows], train_quality[rows], per_task=False
+            )
             for label in data.task_labels()
             if len(rows := np.array([i for i, t in enumerate(data.tasks) if t == label])) > 0
         }
@@ -174,7 +176,11 @@ def calibration(actual: np.ndarray, predicted: np.ndarray, bins: int = 10) -> di
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
     curve = [
-        {"predicted": float(p[which == b].mean()), "observed": float(y[which == b].mean()), "n": int((which == b).sum())}
+        {
+            "predicted": float(p[which == b].mean()),
+            "observed": float(y[which == b].mean()),
+            "n": int((which == b).sum()),
+        }
         for b in range(bins)
         if (which == b).any()
     ]
@@ -301,5 +307,3 @@ def with_classifier_tasks(
 
 def _num(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-

@@ -2,7 +2,8 @@
 
 Every logged decision carries the propensity of the model it routed to (the probability the logging policy gave
 that model). A deterministic candidate policy is scored by replaying each logged request through it:
-- IPS: mean of 1[π(x) = a]·r / p (the weight 1/p clipped at MAX_WEIGHT), unbiased when propensities are right, high variance when they are small;
+- IPS: mean of 1[π(x) = a]·r / p (the weight 1/p clipped at MAX_WEIGHT), unbiased when propensities are right, high
+  variance when they are small;
 - SNIPS: the same, normalised by the sum of the importance weights (lower variance, slightly biased);
 - DR (doubly robust): mean of q̂(x, π(x)) + 1[π(x) = a]·(r − q̂(x, a)) / p, with q̂ a reward model (here per task
   and model means from older data): unbiased if either the propensities or q̂ are right.

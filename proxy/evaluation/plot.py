@@ -18,13 +18,24 @@ def plot_offline(report: dict[str, Any], out: Path) -> None:
     points = [Point(p["cost"], p["quality"], p["setting"]) for p in report["curve"] if p["cost"] is not None]
     has_cost = bool(points)
     if has_cost:
-        ax.plot([p.cost for p in points], [p.quality for p in points], "o", ms=3, alpha=0.5, label=f"{report['router']} settings")
+        ax.plot(
+            [p.cost for p in points],
+            [p.quality for p in points],
+            "o",
+            ms=3,
+            alpha=0.5,
+            label=f"{report['router']} settings",
+        )
         hull = upper_hull(points)
-        ax.plot([x for x, _ in hull], [y for _, y in hull], "-", lw=2, label=f"{report['router']} (AIQ {report['aiq']:.3f})")
+        ax.plot(
+            [x for x, _ in hull], [y for _, y in hull], "-", lw=2, label=f"{report['router']} (AIQ {report['aiq']:.3f})"
+        )
     for name, model in report["models"].items():
         x = model["cost"] if has_cost else 0.0
         ax.plot([x], [model["quality"]], "s", color="grey", ms=5)
-        ax.annotate(name.split("/")[-1][:24], (x, model["quality"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+        ax.annotate(
+            name.split("/")[-1][:24], (x, model["quality"]), fontsize=7, xytext=(3, 2), textcoords="offset points"
+        )
     oracle = report["oracle"]
     if oracle["cost"] is not None or not has_cost:
         ax.plot([oracle["cost"] or 0.0], [oracle["quality"]], "*", color="gold", ms=14, mec="black", label="oracle")

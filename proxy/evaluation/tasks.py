@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
-from router_plugins.language import detect_language
 from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING as SKIPPED
 from router_plugins.classify.training import load_labelled as read_labelled
-from router_plugins.types import Classification
+from router_plugins.language import detect_language
 from router_plugins.registry import load_registry
+from router_plugins.types import Classification
 
 
 def load_labelled(path: Path) -> list[dict[str, Any]]:
@@ -148,8 +148,11 @@ def score_classifier(
             language: {"support": len(oks), "accuracy": sum(oks) / len(oks)}
             for language, oks in sorted(by_language.items(), key=lambda item: (-len(item[1]), item[0]))
         },
-        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                       "max": float(lat.max())},  # fmt: skip
+        "latency_ms": {
+            "p50": float(np.percentile(lat, 50)),
+            "p99": float(np.percentile(lat, 99)),
+            "max": float(lat.max()),
+        },  # fmt: skip
         "needed_embedding": needed_embedding / n if n else None,
     }
 

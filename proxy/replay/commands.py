@@ -66,7 +66,7 @@ def _online(args: argparse.Namespace) -> int:
     return 1 if report.overall.errors == report.overall.events else 0
 
 
-def register(commands: argparse._SubParsersAction, eval_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: argparse._SubParsersAction, eval_commands: argparse._SubParsersAction) -> None:
     """Add `replay-upstream` to the top-level commands and `online` to `autoroute eval`."""
     upstream = commands.add_parser(
         "replay-upstream", help="serve a routing-outcome set's recorded answers as an OpenAI-compatible upstream"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from ..registry import Registry
-from .corrections import CorrectionsLayer
 from .cascade import FALLBACK_LAYER, SKIPPED_NO_EMBEDDING, TaskClassifier
+from .corrections import CorrectionsLayer
 from .head import HeadTraining, TaskHead, TorchHeadLayer, train_head
 from .keywords import KeywordLayer
 from .knn import ReferenceSet, TransformerKnnLayer

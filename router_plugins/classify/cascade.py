@@ -75,6 +75,7 @@ class TaskClassifier:
                 continue
             started = time.perf_counter()
             if needs_embedding(layer):
+                assert embedding is not None  # layers that need one were skipped above without it
                 verdict = layer.classify(text, embedding)  # type: ignore[call-arg]
             else:
                 verdict = layer.classify(text)  # type: ignore[call-arg]

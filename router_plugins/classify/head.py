@@ -122,9 +122,7 @@ def _fit(
                 loss.backward()
                 optimizer.step()
     return tuple(
-        (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
-        for m in model
-        if isinstance(m, nn.Linear)
+        (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in model if isinstance(m, nn.Linear)
     )
 
 

@@ -75,10 +75,11 @@ def _required_sets(sequence: Any) -> list[tuple[str, ...]]:
                 found.append(tuple(sorted({prefix + _leading_run(alternative) for alternative in av[1]})))
             union: set[str] = set()
             for alternative in av[1]:
-                options = _required_sets(alternative)
-                if not options:  # this alternative needs no literal: the alternation as a whole needs none
+                needed = _required_sets(alternative)
+                if not needed:  # this alternative needs no literal: the alternation as a whole needs none
                     break
-                union.update(min(options, key=len))
+                shortest: tuple[str, ...] = min(needed, key=len)
+                union.update(shortest)
             else:
                 found.append(tuple(sorted(union)))
     if run:

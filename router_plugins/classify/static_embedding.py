@@ -181,7 +181,7 @@ class StaticEmbeddingLayer:
         index = {name: i for i, name in enumerate(self._tasks)}
         prompts = [p for p in (*registry_prompts(tasks), *labelled) if p.task in index]
         vectors = embedder.embed([p.text for p in prompts]) if prompts else np.zeros((0, embedder.rows.shape[1]))
-        usable = vectors.any(axis=1)
+        usable = np.asarray(vectors.any(axis=1), dtype=bool)
         prompts = [p for p, ok in zip(prompts, usable) if ok]
         vectors = vectors[usable].astype(np.float64)
         labels = np.array([index[p.task] for p in prompts], dtype=np.int64)

@@ -223,8 +223,9 @@ class TextModel:
                           data[f"idf{i}"].astype(np.float32), float(w))
                     for i, (v, a, n, w) in enumerate(specs)
                 )  # fmt: skip
-                return cls(tuple(str(t) for t in data["tasks"]), blocks, data["weights"].astype(np.float32),
-                           data["bias"].astype(np.float64), float(data["temperature"]), json.loads(str(data["meta"])))  # fmt: skip
+                tasks = tuple(str(t) for t in data["tasks"])
+                weights, bias = data["weights"].astype(np.float32), data["bias"].astype(np.float64)
+                return cls(tasks, blocks, weights, bias, float(data["temperature"]), json.loads(str(data["meta"])))
         except (KeyError, OSError, EOFError, json.JSONDecodeError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path} is not a usable text model: {exc}") from exc
 
@@ -294,7 +295,9 @@ def fit_text_model(
         "features": featurizer.size,
         "training": {"c": training.c, "edge_weight": training.edge_weight},
     }
-    info["fingerprint"] = hashlib.sha256(json.dumps([list(tasks), info["fitted_at"], len(texts)]).encode()).hexdigest()[:12]
+    info["fingerprint"] = hashlib.sha256(json.dumps([list(tasks), info["fitted_at"], len(texts)]).encode()).hexdigest()[
+        :12
+    ]
     return TextModel(tuple(tasks), tuple(blocks), weights, bias, temperature, info)
 
 
@@ -362,7 +365,9 @@ class TextModelLayer:
             probabilities[best] = 0.0
             probabilities /= probabilities.sum()
             found = verdict(probabilities, tasks)
-            return LayerVerdict(found.task, found.confidence, f"{found.detail}; translation vetoed: no request to translate")
+            return LayerVerdict(
+                found.task, found.confidence, f"{found.detail}; translation vetoed: no request to translate"
+            )
         return verdict(probabilities, tasks)
 
 

@@ -103,9 +103,7 @@ def balance(
     return chosen
 
 
-def training_weights(
-    prompts: Sequence[LabelledPrompt], origin_share: Mapping[str, float] | None = None
-) -> np.ndarray:
+def training_weights(prompts: Sequence[LabelledPrompt], origin_share: Mapping[str, float] | None = None) -> np.ndarray:
     """One weight per prompt, mean 1: each task weighs the same in total, and inside a task the origins present
     split its weight by `origin_share` (equal shares when not given; origins missing from a task give theirs up)."""
     shares = dict(origin_share or {})

@@ -11,15 +11,14 @@ gateway's own measurements, shrunk toward the registry's prior while measurement
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomically
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
@@ -236,10 +235,10 @@ class LearnedRouter:
             "format": ARTIFACT_FORMAT, "version": self.version, "models": list(self.models), "tasks": self._tasks,
             "trained_on": self.trained_on, "latency": {m: list(v) for m, v in self.latency.items()}, **(extra or {}),
         }  # fmt: skip
-        _atomic_write(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,
+        write_atomically(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,
                                                counts=self._counts, meta=np.array(json.dumps(meta))))  # fmt: skip
         pointer = json.dumps({"artifact": path.name, "version": self.version}).encode()
-        _atomic_write(directory / POINTER_FILE, lambda h: h.write(pointer))
+        write_atomically(directory / POINTER_FILE, lambda h: h.write(pointer))
         return path
 
     def load(self, path: Path) -> None:
@@ -286,10 +285,3 @@ def _price_estimate(model: ModelEntry | None, chars: np.ndarray) -> np.ndarray:
 def _logit(p: float) -> float:
     p = min(max(p, 1e-3), 1 - 1e-3)
     return float(np.log(p / (1 - p)))
-
-
-def _atomic_write(path: Path, write: Callable[[object], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        write(handle)
-    os.replace(tmp, path)

@@ -91,11 +91,17 @@ class StaticRulesRouter:
         rule = self._registry.rule_for(task.task)
         options: list[_Option] = []
         if rule is not None:
-            options = usable([_Option(available[c.model], c) for c in rule.candidates if c.enabled and c.model in available])
+            options = usable(
+                [_Option(available[c.model], c) for c in rule.candidates if c.enabled and c.model in available]
+            )
             source = f"rule for {task.task}"
         if not options:
             options = usable([_Option(m, None) for m in candidates])
-            source = "all models (no rule for this task)" if rule is None else "all models (the rule's models are unavailable or cannot serve this request)"
+            source = (
+                "all models (no rule for this task)"
+                if rule is None
+                else "all models (the rule's models are unavailable or cannot serve this request)"
+            )
         if not options:
             return None
         within_rule = [o for o in options if self._meets_rule(o, task.task)]
@@ -167,7 +173,9 @@ class StaticRulesRouter:
             if option.rule:
                 utility += settings.priority_bonus * (lowest_priority - option.rule.priority)
                 notes.append(f"priority {option.rule.priority}")
-            candidate = ScoredCandidate(model.name, utility, quality, cost, self._latency(model, task), ", ".join(notes))
+            candidate = ScoredCandidate(
+                model.name, utility, quality, cost, self._latency(model, task), ", ".join(notes)
+            )
             priority = option.rule.priority if option.rule else lowest_priority
             scored.append((-utility, priority * 1000 + index, candidate))
         scored.sort(key=lambda item: (round(item[0], 9), item[1]))

@@ -7,7 +7,8 @@ traffic within a few hundred events. The prior is the registry's prior quality p
 all tasks, worth `prior_strength` observations. Latency and cost are tracked beside success.
 
 Choice: the static rules' utility (rules, constraints, specialist and priority bonuses, preference weights) with a
-cautious quality (posterior mean less `caution` standard deviations: a model proves itself before it takes traffic). With probability `exploration` the choice is instead one Thompson sample (posterior
+cautious quality (posterior mean less `caution` standard deviations: a model proves itself before it takes traffic).
+With probability `exploration` the choice is instead one Thompson sample (posterior
 draws in place of the means); the probability of the chosen model under this mixture is the decision's propensity,
 which off-policy evaluation needs. State comes from `aggregate()`, run in the background by the gateway.
 """
@@ -19,11 +20,12 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
 from ..registry import ModelEntry, Registry, WinRateSettings
-from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from ..types import ChatRequest, Classification, RouteDecision
 from .base import RouterContext
 from .static_rules import StaticRulesRouter
 
@@ -156,14 +158,14 @@ class WinRateRouter(StaticRulesRouter):
     ) -> None:
         super().__init__(registry, context)
         context = context or RouterContext()
-        self._state = state or context.winrate or (lambda: WinRateState())
+        self._state = cast(Callable[[], WinRateState], state or context.winrate or WinRateState)
         self._settings = registry.learning.winrate
         self._rng = np.random.default_rng(context.seed if context.seed else None)
         self._shifts: dict[tuple[str, str], float] = {}
         """(state version, task) -> task_shift: computed once per aggregation."""
 
     @property
-    def version(self) -> str:  # type: ignore[override]
+    def version(self) -> str:
         return self._state().version
 
     @version.setter
@@ -227,8 +229,11 @@ class WinRateRouter(StaticRulesRouter):
         greedy = self.greedy_route(request, task, candidates)
         if greedy is None or greedy.model == decision.model:
             return decision
-        return replace(greedy, reason=f"drift guard: {decision.model}'s recent win rate on {task.task} is {recent:.2f}, "
-                                      f"{decision.router} predicted {chosen.quality:.2f}; {greedy.reason}")  # fmt: skip
+        reason = (
+            f"drift guard: {decision.model}'s recent win rate on {task.task} is {recent:.2f}, "
+            f"{decision.router} predicted {chosen.quality:.2f}; {greedy.reason}"
+        )
+        return replace(greedy, reason=reason)
 
     def explore(
         self, decision: RouteDecision, request: ChatRequest, task: Classification

@@ -25,7 +25,12 @@ REPO = HERE.parent.parent
 STARTUP_TIMEOUT_S = 120.0
 UPSTREAM_KEY = "fake-secret"
 
-pytestmark = pytest.mark.e2e
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e is an e2e test (a `pytestmark` in a conftest marks nothing): `-m "not e2e"` runs
+    the unit tests alone, without starting a server."""
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def free_port() -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
-import signal
 import threading
 import time
 from collections.abc import Callable

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +194,8 @@ def test_parse_since() -> None:
     assert parse_since("30m", now) == now - 1800
     assert parse_since("7d", now) == now - 7 * 86_400
     assert parse_since("1700000000", now) == 1_700_000_000.0
-    assert parse_since("2024-01-02", now) == datetime(2024, 1, 2, tzinfo=timezone.utc).timestamp()
-    assert parse_since("2024-01-02T03:00:00+01:00", now) == datetime(2024, 1, 2, 2, tzinfo=timezone.utc).timestamp()
+    assert parse_since("2024-01-02", now) == datetime(2024, 1, 2, tzinfo=UTC).timestamp()
+    assert parse_since("2024-01-02T03:00:00+01:00", now) == datetime(2024, 1, 2, 2, tzinfo=UTC).timestamp()
     with pytest.raises(ValueError, match="duration"):
         parse_since("yesterday", now)
 

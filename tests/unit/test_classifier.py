@@ -23,8 +23,7 @@ from router_plugins.classify import (
 from router_plugins.classify.cascade import FALLBACK_LAYER, SKIPPED_NO_EMBEDDING
 from router_plugins.classify.keywords import HEAD_CHARS, TAIL_CHARS, required_literals, tokens
 from router_plugins.classify.static_embedding import MAX_TOKENS, model_path
-from router_plugins.registry import default_tasks
-from router_plugins.registry import TaskType
+from router_plugins.registry import TaskType, default_tasks
 
 DEV_SET = Path(__file__).parents[1] / "fixtures" / "tasks" / "user_prompts.jsonl"
 ONE_KEYWORD = 1 - math.exp(-1)

@@ -6,7 +6,6 @@ No test here calls a backend: LiteLLM's OpenAI path sends through its aiohttp tr
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -19,8 +18,8 @@ from proxy.forward import (
     NO_KEY,
     Forwarder,
     MissingCredentials,
-    Usage,
     UpstreamError,
+    Usage,
     classify_error,
     clean_chunk,
     clean_response,
@@ -83,7 +82,7 @@ def test_timeout_is_retryable_as_504(litellm: ModuleType) -> None:
 
 
 def test_asyncio_timeout_is_504() -> None:
-    error = classify_error(asyncio.TimeoutError())
+    error = classify_error(TimeoutError())
 
     assert (error.status, error.retryable) == (504, True)
 

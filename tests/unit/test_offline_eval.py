@@ -11,7 +11,7 @@ import pytest
 from proxy.cli import main
 from proxy.evaluation.offline import evaluate_cv, evaluate_split, fit_router, predict, with_classifier_tasks
 from router_plugins.outcomes import OutcomeSet, kfold_indices, load_outcomes
-from router_plugins.routers import PromptBatch, Prediction, RouterTable
+from router_plugins.routers import Prediction, PromptBatch, RouterTable
 from router_plugins.routers.predictive import BestSingleRouter
 from router_plugins.types import Classification
 

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.errors import ApiError
 from proxy.events import DecisionRecord, PerformanceRecord, Record
-from proxy.forward import StreamHandle, Usage, UpstreamError
+from proxy.forward import StreamHandle, UpstreamError, Usage
 from proxy.pipeline import Completed, Pipeline, Streaming
 from proxy.recorder import Recorder
 from proxy.runtime import build_runtime

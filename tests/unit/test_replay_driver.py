@@ -15,7 +15,15 @@ from proxy.replay import commands
 from proxy.replay.dataset import Record
 from proxy.replay.driver import OnlineSettings, drive
 from proxy.replay.report import (
-    Baseline, Event, Stats, baselines, build_report, format_report, plot_report, stats, windows,
+    Baseline,
+    Event,
+    Stats,
+    baselines,
+    build_report,
+    format_report,
+    plot_report,
+    stats,
+    windows,
 )  # fmt: skip
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "replay" / "mini.jsonl"
