@@ -89,7 +89,9 @@ def _fake_upstream(args: argparse.Namespace) -> int:
 def _build_embeddings(args: argparse.Namespace) -> int:
     from router_plugins.classify.static_embedding import TABLE_FILE, build_static_table
 
-    path = build_static_table(Path(args.data_dir) / "artifacts" / TABLE_FILE)
+    from .datadir import resolve_data_dir
+
+    path = build_static_table(resolve_data_dir(args.config, args.data_dir) / "artifacts" / TABLE_FILE)
     print(f"wrote {path}")
     return 0
 
@@ -99,10 +101,12 @@ def _train(args: argparse.Namespace) -> int:
 
     from router_plugins.schema import ConfigError
 
+    from .datadir import resolve_data_dir
     from .training import train
 
     try:
-        report = train(Path(args.config), [Path(p) for p in args.data], Path(args.data_dir), args.folds, args.force,
+        data_dir = resolve_data_dir(args.config, args.data_dir)
+        report = train(Path(args.config), [Path(p) for p in args.data], data_dir, args.folds, args.force,
                        args.cv_sample)  # fmt: skip
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
@@ -246,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     training = commands.add_parser("train", help="train the learned router; write a new artifact version")
     training.add_argument("--config", default="config.yaml")
     training.add_argument("--data", nargs="*", default=[], help="routing-outcome JSONL files (models.json beside)")
-    training.add_argument("--data-dir", default="autoroute-data", help="store and artifacts (default: %(default)s)")
+    training.add_argument("--data-dir", help="overrides storage.data_dir of the config")
     training.add_argument("--folds", type=int, default=5, help="cross-validation folds for the printed score")
     training.add_argument("--cv-sample", type=int, default=5_000, help="prompts the printed score is computed on")
     training.add_argument(
@@ -296,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.set_defaults(func=_report_ab)
 
     build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")
-    build.add_argument("--data-dir", default="autoroute-data")
+    build.add_argument("--config", default="config.yaml", help="its storage.data_dir receives the table")
+    build.add_argument("--data-dir", help="overrides storage.data_dir of the config")
     build.set_defaults(func=_build_embeddings)
     return parser
 

@@ -27,7 +27,7 @@ def register(eval_commands: argparse._SubParsersAction) -> None:
     offline.add_argument("--plot", help="write the quality-cost plot here (PNG)")
     offline.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache (default: %(default)s)")
     offline.add_argument("--seed", type=int, default=0)
-    offline.add_argument("--data-dir", default="autoroute-data", help="where the static embedding table lives")
+    offline.add_argument("--data-dir", help="the static table and classifier's data dir (default: the config's)")
     offline.add_argument("--tasks", choices=["classifier", "dataset"], default="classifier",
                          help="each prompt's task: the one the gateway's classifier assigns (what users get) or the "
                               "data set's own label (default: %(default)s)")  # fmt: skip
@@ -41,6 +41,18 @@ def register(eval_commands: argparse._SubParsersAction) -> None:
     tasks.add_argument("--data-dir", help="the gateway's data directory (default: the config's storage.data_dir)")
     tasks.add_argument("--json", help="write the full report here")
     tasks.set_defaults(func=_tasks)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    """`--data-dir`, else the config's (when it loads: offline data sets need no config), else `autoroute-data`."""
+    from router_plugins.schema import ConfigError
+
+    from ..datadir import resolve_data_dir
+
+    try:
+        return resolve_data_dir(args.config, args.data_dir)
+    except (ConfigError, FileNotFoundError, OSError):
+        return Path("autoroute-data").resolve()
 
 
 def _offline(args: argparse.Namespace) -> int:
@@ -59,6 +71,7 @@ def _offline(args: argparse.Namespace) -> int:
         print(f"autoroute: no router named {args.router!r}; known: {', '.join(table.names())}", file=sys.stderr)
         return 2
     cache = EmbeddingCache(Path(args.cache_dir))
+    data_dir = _data_dir(args)
     task_report: dict[str, Any] = {"tasks": args.tasks}
     if args.tasks == "classifier":
         from router_plugins.schema import ConfigError
@@ -66,7 +79,7 @@ def _offline(args: argparse.Namespace) -> int:
         from .tasks import served_classifier
 
         try:
-            classifier = served_classifier(Path(args.config), Path(args.data_dir))
+            classifier = served_classifier(Path(args.config), data_dir)
         except (ConfigError, FileNotFoundError) as exc:
             print(f"autoroute: {exc}", file=sys.stderr)
             return 2
@@ -74,7 +87,7 @@ def _offline(args: argparse.Namespace) -> int:
             [train] + ([test] if test else []), classifier, embed=cache.embed, progress=_progress
         )
         train, test = sets[0], (sets[1] if test else None)
-    static = StaticEmbedder.load_or_build(Path(args.data_dir))
+    static = StaticEmbedder.load_or_build(data_dir)
     context = RouterContext(embed=cache.embed, static_embed=static.embed, seed=args.seed)
     if getattr(table.create(args.router, registry_for(train), context), "needs_embeddings", False):
         embed_sets([train] + ([test] if test else []), cache.embed)

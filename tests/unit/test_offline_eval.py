@@ -248,7 +248,7 @@ def test_cli_tasks_default_to_the_served_classifier(
 
     monkeypatch.setattr(proxy.evaluation.tasks, "served_classifier", served_classifier, raising=False)
     report = _cli_report(tmp_path, "--config", "some/registry.yaml")
-    assert asked == [(Path("some/registry.yaml"), Path("autoroute-data"))]
+    assert asked == [(Path("some/registry.yaml"), Path("autoroute-data").resolve())], "no config: the default dir"
     assert report["tasks"] == "classifier" and report["task_agreement"] == AGREEMENT
     assert set(report["per_task"]) == {"math", "writing"} and report["per_task"]["writing"]["n_test"] == 2
     expected = evaluate_split("static-rules", with_fake_tasks(train), with_fake_tasks(test_set))
