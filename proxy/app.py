@@ -127,6 +127,7 @@ def create_app(settings: AppSettings) -> FastAPI:
 
         store = open_store(str(data_dir / DB_FILE))
         feedback_labels: list[list[tuple[str, str]]] = [await asyncio.to_thread(store.task_labels)]
+        await asyncio.to_thread(sources.corrections, feedback_labels[0], registry)  # built off the loop, kept
         holder_ref: list[RuntimeHolder] = []
         learning = LearningLoop(
             lambda: holder_ref[0].current.registry, store, data_dir / ARTIFACTS,
@@ -173,7 +174,10 @@ def create_app(settings: AppSettings) -> FastAPI:
                 await asyncio.sleep(REFIT_CHECK_S)
                 try:
                     fresh = await asyncio.to_thread(store.task_labels)
+                    # Loaded and featurised in a thread, so the rebuild on the loop finds both ready.
+                    await asyncio.to_thread(sources.text_model)
                     if fresh != feedback_labels[0]:
+                        await asyncio.to_thread(sources.corrections, fresh, holder.current.registry)
                         feedback_labels[0] = fresh
                         holder.rebuild_current()
                         log.info("classifier corrections refreshed: %d prompts labelled by feedback", len(fresh))

@@ -19,6 +19,10 @@ from .text_model import ARTIFACT_FILE, SHIPPED_FILE, TextModel
 
 log = logging.getLogger(__name__)
 
+MAX_CORRECTIONS = 5_000
+"""The newest prompts labelled by feedback that the corrections layer holds: its near-duplicate search is a sparse
+product with each of them per request, and rebuilding it featurises them all."""
+
 
 def transformer_inline(settings: ClassifierSettings, device: str | None = None) -> bool:
     """Whether layers 3-4 belong on the request path: on a GPU, or on a CPU with an explicit budget."""
@@ -76,7 +80,11 @@ class ClassifierSources:
         return self._task[1]
 
     def corrections(self, labels: Sequence[tuple[str, str]], registry: Registry) -> CorrectionsLayer | None:
-        """The corrections layer for these feedback labels (text, task), newest first."""
+        """The corrections layer for these feedback labels (text, task), newest first (the first MAX_CORRECTIONS).
+
+        Building it featurises every label: call it off the event loop first (the result is kept for the same
+        labels, model and tasks), then a rebuild on the loop finds it ready."""
+        labels = labels[:MAX_CORRECTIONS]
         model = self.text_model()
         key = (tuple(labels), id(model), tuple(t.name for t in registry.tasks))
         if key != self._corrections[0]:

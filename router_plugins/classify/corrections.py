@@ -35,6 +35,11 @@ class CorrectionsLayer:
         self._model = model
         self._tasks = list(exact.values())
         self._vectors = model.features(list(exact)) if model is not None and exact else None
+        self._norms = (
+            np.sqrt(np.asarray(self._vectors.multiply(self._vectors).sum(axis=1)).ravel())
+            if self._vectors is not None
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self._exact)
@@ -45,12 +50,11 @@ class CorrectionsLayer:
         task = self._exact.get(normalized(text))
         if task is not None:
             return LayerVerdict(task, 1.0, "corrected by feedback")
-        if self._model is None or self._vectors is None:
+        if self._model is None or self._vectors is None or self._norms is None:
             return LayerVerdict(None, 0.0, "no near duplicate")
         query = self._model.features([normalized(text)])
         similarity = np.asarray((self._vectors @ query.T).todense()).ravel()
-        norms = np.sqrt(np.asarray(self._vectors.multiply(self._vectors).sum(axis=1)).ravel())
-        similarity = similarity / np.maximum(norms * np.sqrt(query.multiply(query).sum()), 1e-12)
+        similarity = similarity / np.maximum(self._norms * np.sqrt(query.multiply(query).sum()), 1e-12)
         best = int(np.argmax(similarity))
         if similarity[best] >= NEAR_DUPLICATE:
             return LayerVerdict(self._tasks[best], float(similarity[best]), f"near duplicate of a corrected prompt "
