@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from router_plugins.candidates import Candidates, serving
 from router_plugins.language import UNKNOWN, detect_language
 from router_plugins.registry import ModelEntry
 from router_plugins.routers import Router, WinRateRouter
@@ -304,33 +305,6 @@ class Routed:
     decision: RouteDecision
     arm: str | None = None
     counterfactual: RouteDecision | None = None
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """The models an `auto` request may be routed to, and why the set is what it is (for the decision's reason)."""
-
-    models: tuple[ModelEntry, ...]
-    note: str = ""
-    fallback: Candidates | None = None
-    """Asked when no router can decide among `models` (say none of them takes tools): every available model."""
-
-
-def serving(available: tuple[ModelEntry, ...], language: str) -> Candidates:
-    """The available models that serve `language` (a model without `languages:` serves any). When none does, or
-    none can take the request, all of them, saying so: a language must narrow the choice, never fail the request."""
-    if language == UNKNOWN:
-        return Candidates(available)
-    models = tuple(m for m in available if m.serves(language))
-    if not models:
-        return Candidates(available, f"no available model lists language '{language}', so all were candidates")
-    if len(models) == len(available):
-        return Candidates(available)
-    return Candidates(
-        models,
-        f"language '{language}': {len(models)} of {len(available)} models serve it",
-        Candidates(available, f"no model that serves language '{language}' could take this request"),
-    )
 
 
 def _decide_with(

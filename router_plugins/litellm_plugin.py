@@ -24,16 +24,16 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from .candidates import Candidates, serving
 from .classify import StaticEmbedder, TaskClassifier, build_classifier
 from .classify.assembly import ClassifierSources
 from .language import detect_language
-from .registry import ModelEntry, Registry, load_registry
+from .registry import Registry, load_registry
 from .routers import LearnedRouter, Router, RouterContext, StaticRulesRouter
 from .routers.learned import current_artifact
 from .types import PREFERENCES, ChatRequest, RouteDecision
@@ -85,22 +85,26 @@ class AutorouteCallback(CustomLogger):
         text = request.last_user_text()
         classification = self.classifier.classify(text)
         language = detect_language(text)
-        candidates: Sequence[ModelEntry] = [m for m in self.registry.models if m.enabled]
-        # As the gateway does: the models that serve the prompt's language, all of them when none does.
-        candidates = [m for m in candidates if m.serves(language)] or candidates
-        for router in self.routers:
-            decision = router.route(request, classification, candidates)
-            if decision is not None:
-                data["model"] = decision.model
-                metadata = data.setdefault("metadata", {})
-                metadata[METADATA_KEY] = {
-                    "request_id": request.request_id, "requested_model": requested, "task": classification.task,
-                    "task_confidence": classification.confidence, "layer": classification.layer, "language": language,
-                    "router": f"{decision.router}@{decision.router_version}", "reason": decision.reason,
-                    "propensity": decision.propensity, "alternatives": [c.to_dict() for c in decision.alternatives],
-                }  # fmt: skip
-                return decision
-        return None
+        # As the gateway does: the models that serve the prompt's language, all of them when none does or can.
+        candidates: Candidates | None = serving(tuple(m for m in self.registry.models if m.enabled), language)
+        decision: RouteDecision | None = None
+        while candidates is not None and decision is None:
+            for router in self.routers:
+                decision = router.route(request, classification, candidates.models)
+                if decision is not None:
+                    break
+            candidates = candidates.fallback
+        if decision is None:
+            return None
+        data["model"] = decision.model
+        metadata = data.setdefault("metadata", {})
+        metadata[METADATA_KEY] = {
+            "request_id": request.request_id, "requested_model": requested, "task": classification.task,
+            "task_confidence": classification.confidence, "layer": classification.layer, "language": language,
+            "router": f"{decision.router}@{decision.router_version}", "reason": decision.reason,
+            "propensity": decision.propensity, "alternatives": [c.to_dict() for c in decision.alternatives],
+        }  # fmt: skip
+        return decision
 
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
         if call_type in ("completion", "acompletion"):
