@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     training = TextModelTraining(c=best["c"], edge_weight=best["edge_weight"])
     # A prompt that accepts several labels ("write a brand name and explain its value": writing or knowledge) is
     # trained on the accepted label the out-of-fold model finds most likely, not always on its first one: the model
-    # then need not learn a line the labels do not draw (+1.0 point of CV accuracy in the shipped fit: `relabelled_multi_label` in its JSON).
+    # then need not learn a line the labels do not draw (+1.0 point of CV accuracy in the shipped fit:
+    # `relabelled_multi_label` in its JSON).
     relabelled = [r | {"task": max(r["accept"], key=lambda t: best["margins"][i, tasks.index(t)])}
                   if len(r["accept"]) > 1 else r for i, r in enumerate(rows)]  # fmt: skip
     margins = out_of_fold(relabelled, extra, tasks, training, folds)
