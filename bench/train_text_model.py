@@ -26,13 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.real_prompts import group_key, load  # noqa: E402 - after the path set-up above
 from router_plugins.classify.keywords import KeywordLayer  # noqa: E402
-from router_plugins.classify.text_model import (  # noqa: E402
-    SHIPPED_FILE,
-    TextModelTraining,
-    fit_temperature,
-    fit_text_model,
-    focus,  # noqa: E402
-)  # fmt: skip
+from router_plugins.classify.text_model import SHIPPED_FILE, focus  # noqa: E402
+from router_plugins.classify.text_model_fit import TextModelTraining, fit_temperature, fit_text_model  # noqa: E402
 from router_plugins.classify.training import registry_prompts  # noqa: E402
 from router_plugins.classify.translation import asks_for_translation  # noqa: E402
 from router_plugins.registry import default_tasks  # noqa: E402

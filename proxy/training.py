@@ -114,7 +114,8 @@ def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | 
     Without labelled prompts or feedback the text model is left alone (the shipped one, fitted on real prompts,
     serves). `data_dir` defaults to the config's `storage.data_dir`, the one `autoroute serve` uses."""
     from router_plugins.classify.model import MODEL_FILE, fit_task_model
-    from router_plugins.classify.text_model import ARTIFACT_FILE, fit_calibrated_text_model
+    from router_plugins.classify.text_model import ARTIFACT_FILE
+    from router_plugins.classify.text_model_fit import fit_calibrated_text_model
     from router_plugins.embeddings import EmbeddingCache
 
     started = time.perf_counter()

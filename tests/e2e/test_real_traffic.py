@@ -11,7 +11,8 @@ import httpx
 import openai
 import pytest
 
-from router_plugins.classify.text_model import ARTIFACT_FILE, fit_text_model
+from router_plugins.classify.text_model import ARTIFACT_FILE
+from router_plugins.classify.text_model_fit import fit_text_model
 from router_plugins.registry import default_tasks
 
 from .conftest import Gateway, Upstream, registry_text

@@ -22,14 +22,12 @@ from router_plugins.classify.text_model import (
     TOKEN_PATTERN,
     TextModel,
     TextModelLayer,
-    TextModelTraining,
     char_wb_ngrams,
-    fit_temperature,
-    fit_text_model,
     load_text_model,
     view,
     word_ngrams,
 )
+from router_plugins.classify.text_model_fit import TextModelTraining, fit_temperature, fit_text_model
 from router_plugins.registry import parse_registry
 
 TRAIN = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router_plugins.classify.text_model import TextModelLayer, fit_text_model
+from router_plugins.classify.text_model import TextModelLayer
+from router_plugins.classify.text_model_fit import fit_text_model
 from router_plugins.classify.translation import asks_for_translation
 
 REQUESTS = [
