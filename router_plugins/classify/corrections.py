@@ -27,14 +27,16 @@ class CorrectionsLayer:
         """`labels`: (prompt text, task), newest first; the newest label of a prompt wins. Tasks the registry lacks
         are dropped."""
         known = set(tasks)
-        exact: dict[str, str] = {}
+        exact: dict[str, tuple[str, str]] = {}
         for text, task in labels:
             if task in known and text.strip():
-                exact.setdefault(normalized(text), task)
-        self._exact = exact
+                exact.setdefault(normalized(text), (task, text))
+        self._exact = {key: task for key, (task, _) in exact.items()}
         self._model = model
-        self._tasks = list(exact.values())
-        self._vectors = model.features(list(exact)) if model is not None and exact else None
+        self._tasks = [task for task, _ in exact.values()]
+        # The prompts as sent, so a request's features are the ones the text model layer computes for it (cached).
+        texts = [text for _, text in exact.values()]
+        self._vectors = model.features(texts) if model is not None and texts else None
         self._norms = (
             np.sqrt(np.asarray(self._vectors.multiply(self._vectors).sum(axis=1)).ravel())
             if self._vectors is not None
@@ -52,7 +54,7 @@ class CorrectionsLayer:
             return LayerVerdict(task, 1.0, "corrected by feedback")
         if self._model is None or self._vectors is None or self._norms is None:
             return LayerVerdict(None, 0.0, "no near duplicate")
-        query = self._model.features([normalized(text)])
+        query = self._model.features([text])
         similarity = np.asarray((self._vectors @ query.T).todense()).ravel()
         similarity = similarity / np.maximum(self._norms * np.sqrt(query.multiply(query).sum()), 1e-12)
         best = int(np.argmax(similarity))

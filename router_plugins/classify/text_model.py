@@ -13,6 +13,7 @@ needs: per block its vocabulary and idf, the weights, the temperature, the task 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zipfile
@@ -38,6 +39,7 @@ ARTIFACT_FILE = f"{TEXT_MODEL_VERSION}-current.npz"
 HEAD_CHARS = 300
 TAIL_CHARS = 700
 EDGE_CHARS = 120
+RECENT_TEXTS = 64
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 
 
@@ -116,9 +118,14 @@ class _Featurizer:
         self._index = [{term: i for i, term in enumerate(b.vocabulary)} for b in self.blocks]
         self._offsets = np.cumsum([0] + [len(b.vocabulary) for b in self.blocks])[:-1]
         self.size = sum(len(b.vocabulary) for b in self.blocks)
+        # The corrections layer and the text model layer read the same request: it is featurised once.
+        self.row = functools.lru_cache(maxsize=RECENT_TEXTS)(self._row)  # type: ignore[method-assign]
 
     def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """One text's nonzero feature indices and values."""
+        """One text's nonzero feature indices and values (the last RECENT_TEXTS are kept; do not modify them)."""
+        return self._row(text)
+
+    def _row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         columns: list[np.ndarray] = []
         values: list[np.ndarray] = []
         for block, index, offset in zip(self.blocks, self._index, self._offsets):
@@ -138,8 +145,11 @@ class _Featurizer:
                 columns.append(ids + offset)
                 values.append(weights * (block.weight / norm))
         if not columns:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.concatenate(columns), np.concatenate(values).astype(np.float32)
+            ids, data = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        else:
+            ids, data = np.concatenate(columns), np.concatenate(values).astype(np.float32)
+        ids.flags.writeable = data.flags.writeable = False  # shared through the cache
+        return ids, data
 
     def transform(self, texts: Sequence[str]) -> Any:
         from scipy.sparse import csr_matrix

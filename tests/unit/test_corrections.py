@@ -134,3 +134,18 @@ def test_sources_rebuild_corrections_only_when_the_labels_change(registry: Regis
 
 def text_model_task(model: TextModel, text: str) -> str:
     return model.tasks[int(model.probabilities([text])[0].argmax())]
+
+
+def test_a_request_is_featurised_once_for_the_corrections_and_the_text_model() -> None:
+    from router_plugins.classify.text_model import TextModelLayer
+
+    model = TextModel.load(SHIPPED_FILE)
+    layer = CorrectionsLayer([("Please summarise this memo for me", "summarization")], model, model.tasks)
+    text = "What is the tallest mountain in South America, and how tall is it?"
+    before = model._featurizer.row.cache_info()  # type: ignore[attr-defined]
+
+    assert layer.classify(text).task is None, "not a near duplicate"
+    TextModelLayer(model).classify(text)
+
+    after = model._featurizer.row.cache_info()  # type: ignore[attr-defined]
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
