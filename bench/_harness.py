@@ -27,7 +27,8 @@ PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "py
 BENCH_DATA = REPO / "autoroute-data-bench"
 """Kept between runs (git ignores /autoroute-data-*/): the static table and the fitted task model, so a rerun
 does not pay their ~45 s of first-start set-up again. The database in it is removed at every start."""
-TABLE_SOURCES = (REPO / "autoroute-data" / "artifacts", REPO / ".pytest_cache" / "autoroute-data" / "artifacts")
+TABLE_SOURCES = (REPO / "autoroute-data", REPO / ".pytest_cache" / "autoroute-data")
+"""Data directories whose static table a bench data directory copies."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -303,15 +304,16 @@ def write_json(path: Path | None, results: dict[str, Any]) -> None:
 def prepare_data_dir(path: Path = BENCH_DATA) -> Path:
     """The bench data directory: the static table copied in once, any old database removed."""
     from router_plugins.classify.static_embedding import TABLE_FILE
+    from router_plugins.datadir import DataDir
 
-    artifacts = path / "artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    if not (artifacts / TABLE_FILE).exists():
-        source = next((s / TABLE_FILE for s in TABLE_SOURCES if (s / TABLE_FILE).exists()), None)
+    data = DataDir(path).ensure()
+    if not data.path(TABLE_FILE).exists():
+        sources = (DataDir(s).path(TABLE_FILE) for s in TABLE_SOURCES)
+        source = next((s for s in sources if s.exists()), None)
         if source is not None:
-            shutil.copy2(source, artifacts / TABLE_FILE)
-    for name in ("autoroute.db", "autoroute.db-wal", "autoroute.db-shm"):
-        (path / name).unlink(missing_ok=True)
+            shutil.copy2(source, data.path(TABLE_FILE))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{data.db}{suffix}").unlink(missing_ok=True)
     return path
 
 

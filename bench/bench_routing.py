@@ -182,17 +182,18 @@ async def bench_embedding(args: argparse.Namespace, prompts: list[str]) -> dict[
 def bench_classify(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
     from router_plugins.classify import StaticEmbedder, build_classifier
     from router_plugins.classify.static_embedding import TABLE_FILE
+    from router_plugins.datadir import DataDir
     from router_plugins.registry import load_registry
 
     data_dir = args.data_dir or next(
         (d for d in (REPO / "autoroute-data", REPO / ".pytest_cache" / "autoroute-data")
-         if (d / "artifacts" / TABLE_FILE).exists()),
+         if DataDir(d).path(TABLE_FILE).exists()),
         REPO / "autoroute-data",
     )  # fmt: skip
     from router_plugins.classify.assembly import ClassifierSources
 
     # As served on a CPU: the text model (the data dir's or the shipped one), no transformer layers.
-    text_model = ClassifierSources(data_dir / "artifacts").text_model()
+    text_model = ClassifierSources(DataDir(data_dir).artifacts).text_model()
     classifier = build_classifier(load_registry(args.config), StaticEmbedder.load_or_build(data_dir), None, text_model)
     sample = prompts[: args.classify]
     for p in sample[:20]:
@@ -217,9 +218,10 @@ def bench_classify(args: argparse.Namespace, prompts: list[str]) -> dict[str, An
 
 def _data_dir(args: argparse.Namespace) -> Path:
     from router_plugins.classify.static_embedding import TABLE_FILE
+    from router_plugins.datadir import DataDir
 
     candidates = (REPO / "autoroute-data-bench", REPO / "autoroute-data", REPO / ".pytest_cache" / "autoroute-data")
-    return args.data_dir or next((d for d in candidates if (d / "artifacts" / TABLE_FILE).exists()), candidates[1])
+    return args.data_dir or next((d for d in candidates if DataDir(d).path(TABLE_FILE).exists()), candidates[1])
 
 
 def bench_decision(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
@@ -230,6 +232,7 @@ def bench_decision(args: argparse.Namespace, prompts: list[str]) -> dict[str, An
     from router_plugins.classify import StaticEmbedder
     from router_plugins.classify.assembly import ClassifierSources
     from router_plugins.classify.model import MODEL_FILE, TaskModel
+    from router_plugins.datadir import DataDir
     from router_plugins.embeddings import TransformerEmbedder
     from router_plugins.outcomes import OutcomeSet
     from router_plugins.registry import load_registry
@@ -239,9 +242,10 @@ def bench_decision(args: argparse.Namespace, prompts: list[str]) -> dict[str, An
     data_dir = _data_dir(args)
     registry = load_registry(args.config)
     static = StaticEmbedder.load_or_build(data_dir)
-    model_path = data_dir / "artifacts" / MODEL_FILE
+    data = DataDir(data_dir)
+    model_path = data.path(MODEL_FILE)
     task_model = TaskModel.load(model_path) if model_path.exists() else None
-    text_model = ClassifierSources(data_dir / "artifacts").text_model()
+    text_model = ClassifierSources(data.artifacts).text_model()
     everyone = lambda m: True  # noqa: E731 - time every registry model as a candidate, keys or not
     # As served on a CPU: the text model, layers 3-4 off the request path; the forced row below adds them.
     runtimes: dict[str, Runtime] = {"static-rules": build_runtime(registry, static, everyone, text_model=text_model)}

@@ -49,6 +49,7 @@ def run_set(name: str, events: int, drift_at: int | None, args: argparse.Namespa
     from proxy.replay.dataset import read_records
     from proxy.replay.driver import OnlineSettings, drive
     from proxy.store import SQLiteStore
+    from router_plugins.datadir import DataDir
 
     data = DATA / name / "train.jsonl"
     upstream_port, gateway_port = h.free_port(), h.free_port()
@@ -59,9 +60,9 @@ def run_set(name: str, events: int, drift_at: int | None, args: argparse.Namespa
     run_dir = workdir / name
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(config_text)
-    table = REPO / "autoroute-data" / "artifacts"
+    table, artifacts = DataDir(REPO / "autoroute-data").artifacts, DataDir(run_dir / "data").artifacts
     if table.exists():  # the static table, when built already, saves the first start ~30 s
-        shutil.copytree(table, run_dir / "data" / "artifacts", ignore=shutil.ignore_patterns("learned-*", "task-*"))
+        shutil.copytree(table, artifacts, ignore=shutil.ignore_patterns("learned-*", "task-*"))
     cli = [sys.executable, "-m", "proxy.cli"]
     drift = None if drift_at is None else (args.drift_model or "*", drift_at)
     with h.Servers(workdir=run_dir, keep=True) as servers:
@@ -73,7 +74,7 @@ def run_set(name: str, events: int, drift_at: int | None, args: argparse.Namespa
                                   window=args.window, drift=drift)  # fmt: skip
         report = asyncio.run(asyncio.wait_for(drive(settings, read_records(data, events)), args.max_seconds))
     ok = [e for e in report.events if e.ok]
-    store = SQLiteStore(run_dir / "data" / "autoroute.db")
+    store = SQLiteStore(DataDir(run_dir / "data").db)
     try:
         learning_events = [{k: e[k] for k in ("kind", "version", "scores", "reason")} for e in store.learning_events()]
         before_drift = {e.request_id for e in ok if drift is None or e.index < drift[1]}

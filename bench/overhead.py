@@ -187,10 +187,12 @@ def main() -> None:
 def transformer_share(data_dir: Path, latency: dict[str, tuple[int, float]]) -> dict[str, Any]:
     """From the gateway's own records of the measured `auto` requests: which layer decided, and how many went past
     layers 1-2 and so waited for the transformer embedding (answered in time, or given up after the timeout)."""
+    from router_plugins.datadir import DataDir
+
     deadline = time.monotonic() + 15  # the recorder writes in batches: wait, bounded, for the last ones
     while True:
         try:
-            conn = sqlite3.connect(f"file:{data_dir / 'autoroute.db'}?mode=ro", uri=True, timeout=5)
+            conn = sqlite3.connect(f"file:{DataDir(data_dir).db}?mode=ro", uri=True, timeout=5)
             found = conn.execute(
                 "SELECT request_id, classification_layer, layer_attempts FROM routing_decisions "
                 "WHERE requested_model = 'auto'"

@@ -29,6 +29,7 @@ import _harness as h  # noqa: E402
 from proxy.events import DecisionRecord, FeedbackRecord, PerformanceRecord, Record  # noqa: E402
 from proxy.recorder import Recorder  # noqa: E402
 from proxy.store import SQLiteStore  # noqa: E402
+from router_plugins.datadir import DataDir  # noqa: E402
 
 PROMPTS = h.REPO.parent / "shared" / "data" / "tasks" / "train.jsonl"
 MODELS = ("frontier", "mini", "coder", "mathematician", "local-small")
@@ -135,11 +136,10 @@ async def bench_enqueue(n: int, prompts: list[str], workdir: Path) -> dict[str, 
 
 def bench_training(n: int, prompts: list[str], workdir: Path, folds: int, timeout_s: float) -> dict[str, Any]:
     data_dir = h.prepare_data_dir(workdir / "train-data")
-    shared = h.BENCH_DATA / "artifacts"
-    for artifact in shared.glob("static-embedding-*.npz"):
-        shutil.copy2(artifact, data_dir / "artifacts" / artifact.name)
+    for artifact in DataDir(h.BENCH_DATA).artifacts.glob("static-embedding-*.npz"):
+        shutil.copy2(artifact, DataDir(data_dir).path(artifact.name))
     rows = records(n, prompts, feedback=True, seed=4)
-    store = SQLiteStore(data_dir / "autoroute.db")
+    store = SQLiteStore(DataDir(data_dir).db)
     started = time.perf_counter()
     for i in range(0, len(rows), 500):
         store.write_batch(rows[i : i + 500])

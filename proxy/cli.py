@@ -88,10 +88,9 @@ def _fake_upstream(args: argparse.Namespace) -> int:
 
 def _build_embeddings(args: argparse.Namespace) -> int:
     from router_plugins.classify.static_embedding import TABLE_FILE, build_static_table
+    from router_plugins.datadir import DataDir
 
-    from .datadir import resolve_data_dir
-
-    path = build_static_table(resolve_data_dir(args.config, args.data_dir) / "artifacts" / TABLE_FILE)
+    path = build_static_table(DataDir.resolve(args.config, args.data_dir).path(TABLE_FILE))
     print(f"wrote {path}")
     return 0
 
@@ -99,13 +98,13 @@ def _build_embeddings(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import json
 
+    from router_plugins.datadir import DataDir
     from router_plugins.schema import ConfigError
 
-    from .datadir import resolve_data_dir
     from .training import train
 
     try:
-        data_dir = resolve_data_dir(args.config, args.data_dir)
+        data_dir = DataDir.resolve(args.config, args.data_dir)
         report = train(Path(args.config), [Path(p) for p in args.data], data_dir, args.folds, args.force,
                        args.cv_sample)  # fmt: skip
     except (ConfigError, ValueError, FileNotFoundError) as exc:
@@ -118,6 +117,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_classifier(args: argparse.Namespace) -> int:
     import json
 
+    from router_plugins.datadir import DataDir
     from router_plugins.schema import ConfigError
 
     from .training import train_classifier
@@ -126,7 +126,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
         report = train_classifier(
             Path(args.config),
             [Path(p) for p in args.labelled],
-            Path(args.data_dir) if args.data_dir else None,
+            DataDir.resolve(args.config, args.data_dir),
             transformer=not args.no_transformer,
         )
     except (ConfigError, ValueError, FileNotFoundError) as exc:
@@ -140,20 +140,13 @@ def _tune(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from router_plugins.datadir import DataDir
     from router_plugins.registry import load_registry
     from router_plugins.schema import ConfigError
+    from router_plugins.thresholds import apply_thresholds, load_tuned_thresholds
 
     from .evaluation.ab import parse_since
-    from .training import ARTIFACTS, DB_FILE
-    from .tuning import (
-        apply_thresholds,
-        current_thresholds,
-        format_report,
-        load_tuned_thresholds,
-        read_events,
-        save_thresholds,
-        tune,
-    )  # fmt: skip
+    from .tuning import current_thresholds, format_report, read_events, save_thresholds, tune
 
     try:
         registry = load_registry(args.config)
@@ -161,11 +154,11 @@ def _tune(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
-    data_dir = Path(args.data_dir or registry.storage.data_dir).expanduser().resolve()
-    tuned = load_tuned_thresholds(data_dir / ARTIFACTS) or {}
+    data_dir = DataDir.resolve(registry, args.data_dir)
+    tuned = load_tuned_thresholds(data_dir.artifacts) or {}
     current = current_thresholds(apply_thresholds(registry, tuned))
     try:
-        report = tune(read_events(data_dir / DB_FILE, since), current, target_precision=args.target_precision,
+        report = tune(read_events(data_dir.db, since), current, target_precision=args.target_precision,
                       min_events=args.min_events, truth=args.truth, since=since)  # fmt: skip
     except ValueError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
@@ -177,7 +170,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: no thresholds written")
         return 0
-    path = save_thresholds(data_dir / ARTIFACTS, report, previous=tuned)
+    path = save_thresholds(data_dir.artifacts, report, previous=tuned)
     print(f"wrote {path} (a running gateway uses it once it reloads its runtime)")
     return 0
 
@@ -186,23 +179,21 @@ def _report_ab(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from router_plugins.registry import load_registry
+    from router_plugins.datadir import DataDir
     from router_plugins.schema import ConfigError
 
     from .evaluation.ab import ab_report, format_ab_report, parse_since
     from .store import SQLiteStore
-    from .training import DB_FILE
 
     try:
         since = parse_since(args.since, time.time()) if args.since else None
-        data_dir = Path(args.data_dir or load_registry(args.config).storage.data_dir).expanduser().resolve()
+        db = DataDir.resolve(args.config, args.data_dir).db
     except (ConfigError, ValueError) as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
     if not 0.0 < args.alpha < 1.0:
         print(f"autoroute: --alpha must be in (0, 1), got {args.alpha}", file=sys.stderr)
         return 2
-    db = data_dir / DB_FILE
     if not db.exists():  # opening would create an empty store
         print(f"autoroute: no store at {db}", file=sys.stderr)
         return 2

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.responses import Response
+
+from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, RoutingError
 
 
 class ApiError(Exception):
@@ -67,3 +70,51 @@ def model_not_found(name: str) -> ApiError:
 
 def internal_error() -> ApiError:
     return ApiError(500, "The gateway failed to handle this request; it has been logged.", type="server_error")
+
+
+def routing_error(exc: RoutingError) -> ApiError:
+    """The OpenAI-style error for a request the routing engine could not route."""
+    if isinstance(exc, ModelNotFound):
+        return model_not_found(exc.model)
+    if isinstance(exc, ModelUnavailable):
+        return ApiError(
+            503,
+            f"The model '{exc.model}' is not usable: the gateway has no credentials for it "
+            f"({exc.api_key_env} is not set).",
+            type="server_error",
+            param="model",
+            code="model_unavailable",
+        )
+    if isinstance(exc, ConstraintsUnmet):
+        return ApiError(
+            400,
+            f"No available model meets this request's constraints for task '{exc.task}' "
+            f"(max_cost_per_1k={exc.max_cost_per_1k}, min_quality={exc.min_quality}).",
+            param="autoroute",
+            code="no_model_satisfies_constraints",
+        )
+    return ApiError(
+        503,
+        "No backend is available for this request: every model in the registry is disabled, lacks "
+        "credentials, or cannot serve it (tools, context window).",
+        type="server_error",
+        code="no_backend_available",
+    )
+
+
+def backends_failed(errors: Sequence[tuple[str, Any]], headers: dict[str, str]) -> ApiError:
+    """The error for a request whose every backend failed: the last one's refusal when it was final (a 4xx), else
+    429 when all were rate limited, 504 when the last timed out, 502 otherwise."""
+    last_model, last = errors[-1]
+    if not last.retryable:
+        return ApiError(last.status, last.message, code="upstream_rejected", headers=headers)
+    summary = "; ".join(f"{name}: {exc.message}" for name, exc in errors)
+    status = 429 if all(e.status == 429 for _, e in errors) else (504 if last.status == 504 else 502)
+    kind = "rate_limit_error" if status == 429 else "server_error"
+    return ApiError(
+        status,
+        f"Every backend tried failed ({summary}).",
+        type=kind,
+        code="upstream_unavailable",
+        headers={**headers, "x-autoroute-model": last_model},
+    )

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from router_plugins.datadir import write_atomically
 from router_plugins.outcomes import OutcomeSet, from_feedback
 from router_plugins.registry import Registry
 from router_plugins.routers import LearnedRouter, Router, RouterContext
@@ -31,7 +30,7 @@ from router_plugins.types import ChatRequest, Classification
 
 from .evaluation.offpolicy import LoggedDecision, PolicyValue, evaluate_policy, mean_reward_model
 from .events import LearningEvent
-from .store import Store
+from .store_api import LearningStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class ChallengeResult:
         return {"challenger": self.challenger.to_dict(), "champion": self.champion.to_dict()}
 
 
-def compute_winrates(store: Store, registry: Registry, now: float | None = None) -> WinRateState:
+def compute_winrates(store: LearningStore, registry: Registry, now: float | None = None) -> WinRateState:
     now = time.time() if now is None else now
     settings = registry.learning.winrate
     rows = store.winrate_observations(now - settings.window_s)
@@ -84,7 +83,7 @@ def _logged(rows: Sequence[dict[str, Any]]) -> list[LoggedDecision]:
     ]
 
 
-def split_logged(store: Store, share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_logged(store: LearningStore, share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Logged scored decisions, oldest first, split into (older: to train on, newest `share`, at most
     MAX_EVALUATION_DECISIONS: to evaluate on)."""
     rows = [r for r in store.logged_decisions() if r["prompt_text"] and r["task"]]
@@ -133,7 +132,7 @@ def judge(
 
 def challenge(
     registry: Registry,
-    store: Store,
+    store: LearningStore,
     artifacts: Path,
     context: RouterContext,
     evaluation_share: float | None = None,
@@ -155,7 +154,7 @@ def challenge(
     return judge(challenger, registry, train_rows, eval_rows, artifacts, context, margin)
 
 
-def record_challenge(store: Store, result: ChallengeResult) -> LearningEvent:
+def record_challenge(store: LearningStore, result: ChallengeResult) -> LearningEvent:
     event = LearningEvent(
         time.time(), "promotion" if result.promoted else "rejection", LearnedRouter.name,
         result.path.stem.removeprefix("learned-") if result.path else "(not saved)", result.champion_version,
@@ -171,7 +170,7 @@ class LearningLoop:
     def __init__(
         self,
         registry: Callable[[], Registry],
-        store: Store,
+        store: LearningStore,
         artifacts: Path,
         context: Callable[[], RouterContext | None],
     ) -> None:
@@ -190,7 +189,8 @@ class LearningLoop:
         registry = self._registry()
         state = await asyncio.to_thread(compute_winrates, self._store, registry)
         self.state = state
-        await asyncio.to_thread(_write_atomic, self._artifacts / WINRATE_SNAPSHOT, state.to_json())
+        snapshot = state.to_json().encode()
+        await asyncio.to_thread(write_atomically, self._artifacts / WINRATE_SNAPSHOT, lambda h: h.write(snapshot))
         return state
 
     async def train_once(self) -> ChallengeResult | None:
@@ -206,33 +206,21 @@ class LearningLoop:
         log.info("learned router %s: %s", event.kind, result.reason)
         return result
 
-    async def run_aggregator(self) -> None:
-        while True:
-            try:
-                await self.aggregate_once()
-            except Exception:  # noqa: BLE001 - the loop outlives any one failure; routing keeps the last state
-                log.exception("win-rate aggregation failed")
-            await asyncio.sleep(self._registry().learning.aggregate_interval_s)
+    def aggregate_interval_s(self) -> float:
+        return self._registry().learning.aggregate_interval_s
 
-    async def run_trainer(self) -> None:
-        while True:
-            settings = self._registry().learning
-            await asyncio.sleep(settings.train_interval_s or 60.0)
-            if not settings.train_interval_s:
-                continue
-            try:
-                scored = len(await asyncio.to_thread(self._store.logged_decisions))
-                if scored - self.trained_at_feedback < settings.min_new_feedback:
-                    continue
-                if await self.train_once() is not None:
-                    self.trained_at_feedback = scored
-            except Exception:  # noqa: BLE001 - a failed training leaves the champion serving
-                log.exception("training the learned router failed")
+    def train_interval_s(self) -> float:
+        return self._registry().learning.train_interval_s or 60.0
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    async def train_when_due(self) -> ChallengeResult | None:
+        """The trainer's step: train and judge a challenger when training is on and enough new feedback came in."""
+        settings = self._registry().learning
+        if not settings.train_interval_s:
+            return None
+        scored = len(await asyncio.to_thread(self._store.logged_decisions))
+        if scored - self.trained_at_feedback < settings.min_new_feedback:
+            return None
+        result = await self.train_once()
+        if result is not None:
+            self.trained_at_feedback = scored
+        return result

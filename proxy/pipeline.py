@@ -1,24 +1,26 @@
-"""The one place that sequences a request: classify -> route -> forward (with fallback) -> record."""
+"""The one place that sequences a request: classify -> route -> forward (with fallback) -> record.
+
+Classifying and routing are the routing engine's (`router_plugins/assembly.py`, shared with the LiteLLM plugin); this
+adds what only the gateway has: the transformer's layers 3-4 when the cheap layers were unsure, forwarding through
+LiteLLM with fallback, and recording. Errors are domain errors (`RoutingError`, `BackendsFailed`); the HTTP layer
+maps them to OpenAI's error shape (`proxy/errors.py`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from router_plugins.candidates import Candidates, serving
 from router_plugins.language import UNKNOWN, detect_language
 from router_plugins.registry import ModelEntry
-from router_plugins.routers import Router, WinRateRouter
-from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from router_plugins.types import ChatRequest, Classification, RouteDecision
 
-from .errors import ApiError, model_not_found
 from .events import DecisionRecord, Outcome, PerformanceRecord
 from .forward import Forwarder, StreamHandle, UpstreamError, Usage
 from .recorder import Recorder
@@ -27,7 +29,6 @@ from .streaming import relay_stream
 
 log = logging.getLogger(__name__)
 
-PASSTHROUGH_ROUTER = "passthrough"
 EMBED_TIMEOUT_S = 1.0
 """The longest a request waits for the transformer embedding (e.g. while the model is still loading)."""
 
@@ -170,7 +171,7 @@ class Pipeline:
             self._record_attempt(ctx, model, "success", started, None, usage, None)
             return Completed(body, ctx.headers(runtime))
         self._recorder.record(ctx.record("failure"))
-        raise _all_failed(errors, ctx.headers(runtime))
+        raise BackendsFailed(errors, ctx.headers(runtime))
 
     def use_embeddings(self, embeddings: Embeddings) -> None:
         """Let layers 3-4 run: called once the embedding model is loaded."""
@@ -194,63 +195,22 @@ class Pipeline:
 
     async def _decide(self, runtime: Runtime, request: ChatRequest) -> CallContext:
         created_at, started = time.time(), time.perf_counter()
+        engine = runtime.engine
         text = request.last_user_text()
         language = detect_language(text)
         # A named model is only labelled for the record: the cheap layers suffice, no transformer on its path.
-        classification = await self._classify(runtime, text) if request.is_auto else runtime.classifier.classify(text)
-        routed = None
+        classification = await self._classify(runtime, text) if request.is_auto else engine.classify(text)
         if request.is_auto:
-            routed = self._route(runtime, request, classification, serving(runtime.available, language))
-            decision = routed.decision
+            routed = engine.route(request, classification, language)
+            decision, arm, counterfactual = routed.decision, routed.arm, routed.counterfactual
         else:
-            model = runtime.registry.model(request.requested_model)
-            if model is None or not model.enabled:
-                raise model_not_found(request.requested_model)
-            if model.name not in runtime.available_names:
-                raise ApiError(
-                    503,
-                    f"The model '{model.name}' is not usable: the gateway has no credentials for it "
-                    f"({model.litellm_params.api_key_env} is not set).",
-                    type="server_error",
-                    param="model",
-                    code="model_unavailable",
-                )
-            decision = RouteDecision(
-                model.name,
-                "requested by name",
-                PASSTHROUGH_ROUTER,
-                runtime.registry.version,
-                (ScoredCandidate(model.name, 1.0, model.prior_quality(classification.task), model.cost_per_1k(),
-                                 model.latency_ms, "requested"),),
-            )  # fmt: skip
-        storage = runtime.registry.storage
+            decision, arm, counterfactual = engine.passthrough(request, classification), None, None
+        storage = engine.registry.storage
         stored: str | None = None
         if storage.prompt_text != "none":
             stored = text if storage.prompt_text == "full" else text[: storage.truncate_chars]
-        ctx = CallContext(request, created_at, started, classification, decision, stored, language=language)
-        if routed is not None and routed.arm is not None:
-            ctx.ab_arm = routed.arm
-            ctx.counterfactual = routed.counterfactual
-        return ctx
-
-    @staticmethod
-    def _route(
-        runtime: Runtime, request: ChatRequest, classification: Classification, candidates: Candidates
-    ) -> Routed:
-        """The chain's choice, explored within the budget; under an A/B test, the arm's choice and the other's."""
-        ab = runtime.registry.learning.ab
-        if ab.mode == "off":
-            return Routed(_explored(runtime, request, classification, candidates)[0])
-        control = _decide_with(runtime, (runtime.control,), request, classification, candidates)
-        treatment, probabilities = _explored(runtime, request, classification, candidates)
-        if ab.mode == "shadow":
-            return Routed(control, "shadow", treatment)
-        share = ab.treatment_share
-        in_treatment = _unit_hash(request.request_id) < share
-        served, other = (treatment, control) if in_treatment else (control, treatment)
-        # The logging policy is the mixture of both arms: what off-policy evaluation needs as the propensity.
-        propensity = share * probabilities.get(served.model, 0.0) + (1 - share) * (served.model == control.model)
-        return Routed(replace(served, propensity=propensity), "treatment" if in_treatment else "control", other)
+        return CallContext(request, created_at, started, classification, decision, stored, ab_arm=arm,
+                           counterfactual=counterfactual, language=language)  # fmt: skip
 
     def _record_attempt(
         self,
@@ -300,84 +260,13 @@ class Pipeline:
             self._recorder.record(ctx.record(outcome))
 
 
-@dataclass(frozen=True)
-class Routed:
-    decision: RouteDecision
-    arm: str | None = None
-    counterfactual: RouteDecision | None = None
+class BackendsFailed(Exception):
+    """Every backend tried for a request failed (or the first refused it for good); the HTTP layer maps it."""
+
+    def __init__(self, errors: Sequence[tuple[str, UpstreamError]], headers: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {exc.message}" for name, exc in errors))
+        self.errors = tuple(errors)
+        self.headers = headers
 
 
-def _decide_with(
-    runtime: Runtime,
-    routers: Sequence[Router],
-    request: ChatRequest,
-    classification: Classification,
-    candidates: Candidates,
-) -> RouteDecision:
-    """The first decision of `routers`, noting the routers that could not decide (and why the chain is short)."""
-    undecided: list[str] = []
-    for router in routers:
-        if isinstance(router, WinRateRouter):
-            decision = router.greedy_route(request, classification, candidates.models)
-        else:
-            decision = router.route(request, classification, candidates.models)
-        if decision is not None:
-            notes = [note for note in (runtime.routing_note, candidates.note) if note]
-            notes += [f"{name} could not decide" for name in undecided]
-            if notes:
-                decision = replace(decision, reason=f"{decision.reason}; {'; '.join(notes)}")
-            return decision
-        undecided.append(router.name)
-    if candidates.fallback is not None:
-        return _decide_with(runtime, routers, request, classification, candidates.fallback)
-    if request.max_cost_per_1k is not None or request.min_quality is not None:
-        raise ApiError(
-            400,
-            f"No available model meets this request's constraints for task '{classification.task}' "
-            f"(max_cost_per_1k={request.max_cost_per_1k}, min_quality={request.min_quality}).",
-            param="autoroute",
-            code="no_model_satisfies_constraints",
-        )
-    raise ApiError(
-        503,
-        "No backend is available for this request: every model in the registry is disabled, lacks "
-        "credentials, or cannot serve it (tools, context window).",
-        type="server_error",
-        code="no_backend_available",
-    )
-
-
-def _explored(
-    runtime: Runtime, request: ChatRequest, classification: Classification, candidates: Candidates
-) -> tuple[RouteDecision, dict[str, float]]:
-    """The chain's greedy decision, then the win-rate router's exploration around it (when the chain has one)."""
-    decision = _decide_with(runtime, runtime.routers, request, classification, candidates)
-    if runtime.explorer is None:
-        return decision, {decision.model: 1.0}
-    if decision.router != runtime.explorer.name:
-        decision = runtime.explorer.guard(decision, request, classification, candidates.models)
-    return runtime.explorer.explore(decision, request, classification)
-
-
-def _unit_hash(request_id: str) -> float:
-    """A request id's fixed place in [0, 1): assigns A/B arms without shared state."""
-    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big") / 2**64
-
-
-def _all_failed(errors: list[tuple[str, UpstreamError]], headers: dict[str, str]) -> ApiError:
-    last_model, last = errors[-1]
-    if not last.retryable:
-        return ApiError(last.status, last.message, code="upstream_rejected", headers=headers)
-    summary = "; ".join(f"{name}: {exc.message}" for name, exc in errors)
-    status = 429 if all(e.status == 429 for _, e in errors) else (504 if last.status == 504 else 502)
-    kind = "rate_limit_error" if status == 429 else "server_error"
-    return ApiError(
-        status,
-        f"Every backend tried failed ({summary}).",
-        type=kind,
-        code="upstream_unavailable",
-        headers={**headers, "x-autoroute-model": last_model},
-    )
-
-
-__all__ = ["Completed", "Pipeline", "Streaming"]
+__all__ = ["BackendsFailed", "Completed", "Pipeline", "Streaming"]

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from proxy.events import DecisionRecord, Record
-from proxy.store import Store
+from proxy.store_api import RequestStore
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: Store,
+        store: RequestStore,
         *,
         queue_size: int = 10000,
         batch_size: int = 500,

@@ -22,7 +22,7 @@ from .pipeline import Completed
 from .validation import parse_chat_request
 
 if TYPE_CHECKING:
-    from .app import Services
+    from .gateway import Services
     from .runtime import Runtime
 
 router = APIRouter()

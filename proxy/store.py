@@ -2,7 +2,7 @@
 
 This module and `proxy.store_schema` (tables and migrations) are the only ones that talk SQL. Everything else
 hands it `proxy.events` records and reads plain dicts back, so the backend can change without touching the
-request path.
+request path. What each consumer may call is in `proxy.store_api` (`RequestStore`, `LearningStore`, `ReportStore`).
 """
 
 from __future__ import annotations
@@ -12,22 +12,27 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlite_utils import Database
 
 from proxy.events import DecisionRecord, FeedbackRecord, LearningEvent, PerformanceRecord, Record
+from proxy.store_api import LearningStore, ReportStore, RequestStore, Store, routing_rule_rows
 from proxy.store_schema import (
     DECISIONS,
     FEEDBACK,
     LEARNING,
     MIGRATIONS,
     PERFORMANCE,
+    RULES,
     _immediate_transaction,
     apply_migrations,
 )
+
+__all__ = ["LearningStore", "ReportStore", "RequestStore", "SQLiteStore", "Store", "open_store", "routing_rule_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +44,14 @@ _JSON_COLUMNS: dict[str, frozenset[str]] = {
     PERFORMANCE: frozenset(),
     FEEDBACK: frozenset({"extra"}),
     LEARNING: frozenset({"scores"}),
+    RULES: frozenset({"adjustment"}),
 }
 _BOOL_COLUMNS: dict[str, frozenset[str]] = {
     DECISIONS: frozenset({"needs_clarification", "stream"}),
     PERFORMANCE: frozenset({"stream"}),
     FEEDBACK: frozenset(),
     LEARNING: frozenset(),
+    RULES: frozenset(),
 }
 _TABLE_FOR: dict[type, str] = {
     DecisionRecord: DECISIONS,
@@ -73,69 +80,6 @@ _INSERT_FOR: dict[str, str] = {
     FEEDBACK: _insert_sql(FeedbackRecord, FEEDBACK),
     LEARNING: _insert_sql(LearningEvent, LEARNING),
 }
-
-
-class Store(Protocol):
-    """What the gateway needs from storage; `SQLiteStore` is the only implementation so far."""
-
-    def write_batch(self, records: Sequence[Record]) -> None:
-        """Persist all records in one transaction: either all are stored or none."""
-        ...
-
-    def decision_exists(self, request_id: str) -> bool: ...
-
-    def decision(self, request_id: str) -> dict[str, Any] | None: ...
-
-    def performance(self, request_id: str) -> list[dict[str, Any]]:
-        """Attempts for one request, ordered by attempt number."""
-        ...
-
-    def feedback(self, request_id: str) -> list[dict[str, Any]]: ...
-
-    def labelled_outcomes(self, limit: int = 200_000) -> list[dict[str, Any]]:
-        """Served decisions that got explicit feedback: prompt text, task, model, mean score, its cost."""
-        ...
-
-    def ab_outcomes(self, since: float | None = None) -> list[dict[str, Any]]:
-        """Decisions with an A/B arm made at or after `since`, oldest first: request_id, created_at, ab_arm, task,
-        status, quality (mean non-null feedback score, None without one), cost_usd (summed over all attempts),
-        latency_ms (of the last attempt)."""
-        ...
-
-    def task_labels(self, limit: int = 50_000) -> list[tuple[str, str]]:
-        """(prompt text, task) of requests whose feedback named their right task, newest label first."""
-        ...
-
-    def tuning_events(self, since: float | None = None, limit: int = 100_000) -> list[dict[str, Any]]:
-        """Decisions made at or after `since` (Unix s), newest first, for threshold tuning: request_id, task,
-        classification_layer, layer_attempts (decoded list) and feedback_task, the task the newest feedback
-        naming one gave (None when no feedback did)."""
-        ...
-
-    def winrate_observations(self, since: float, limit: int = 500_000) -> list[dict[str, Any]]:
-        """Per attempt since `since`: created_at, task, model, quality (the mean feedback score of the model that
-        served, 0 for a failed attempt, None otherwise), latency_ms, cost_usd. What win rates are computed from."""
-        ...
-
-    def logged_decisions(self, limit: int = 100_000) -> list[dict[str, Any]]:
-        """Routed `auto` decisions with feedback, oldest first: what off-policy evaluation replays. Each has
-        request_id, created_at, prompt_text, task, preference, routed_model, selected_model, propensity, ab_arm,
-        router_name, alternatives (decoded), quality (mean score) and cost_usd."""
-        ...
-
-    def learning_events(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """The newest promotions, rejections and aggregations first."""
-        ...
-
-    def latency_samples(self, limit: int = 200_000) -> list[tuple[str, int, float]]:
-        """Successful attempts, newest first: (model, prompt chars, latency ms), what latency is learned from."""
-        ...
-
-    def check_writable(self) -> None:
-        """Raise if a write transaction cannot be started right now (readiness probe)."""
-        ...
-
-    def close(self) -> None: ...
 
 
 # --- row conversion ---------------------------------------------------------
@@ -220,6 +164,17 @@ class SQLiteStore(Store):
             for table, rows in by_table.items():
                 if rows:
                     self._db.conn.executemany(_INSERT_FOR[table], rows)
+
+    def save_routing_rules(self, registry_version: str, rules: Sequence[Mapping[str, Any]]) -> None:
+        created_at = time.time()
+        rows = [(registry_version, created_at, r["task"], r["model"], _to_json(r.get("adjustment") or {}),
+                 r.get("source")) for r in rules]  # fmt: skip
+        with self._lock, _immediate_transaction(self._db.conn):
+            self._db.conn.execute(f"DELETE FROM {RULES} WHERE version = ?", [registry_version])
+            self._db.conn.executemany(
+                f"INSERT INTO {RULES} (version, created_at, task, model, adjustment, source) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     # reads
 
@@ -337,6 +292,14 @@ class SQLiteStore(Store):
         with self._lock:
             rows = list(self._db.table(LEARNING).rows_where(order_by="id DESC", limit=limit))
         return [_from_row(row, LEARNING) for row in rows]
+
+    def routing_rules(self, registry_version: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            if registry_version is None:
+                rows = list(self._db.table(RULES).rows_where(order_by="id"))
+            else:
+                rows = list(self._db.table(RULES).rows_where("version = ?", [registry_version], order_by="id"))
+        return [_from_row(row, RULES) for row in rows]
 
     def latency_samples(self, limit: int = 200_000) -> list[tuple[str, int, float]]:
         sql = f"""

@@ -11,15 +11,15 @@ import numpy as np
 
 from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.training import LabelledPrompt, load_labelled, registry_prompts
+from router_plugins.datadir import DataDir
 from router_plugins.outcomes import concatenate, from_feedback, load_outcomes
 from router_plugins.registry import load_registry
 from router_plugins.routers import LearnedRouter, RouterContext
 
 from .evaluation.offline import evaluate_cv
-from .store import Store, open_store
+from .store import open_store
+from .store_api import LearningStore
 
-ARTIFACTS = "artifacts"
-DB_FILE = "autoroute.db"
 LABELLED_FILE = "task-labelled.jsonl"
 """The labelled prompts `train-classifier` was given, kept so that a refit while serving uses them again."""
 
@@ -31,7 +31,7 @@ CV_SAMPLE = 5_000
 def train(
     config: Path,
     data_files: list[Path],
-    data_dir: Path,
+    data_dir: Path | DataDir,
     folds: int = 5,
     force: bool = False,
     cv_sample: int = CV_SAMPLE,
@@ -46,8 +46,8 @@ def train(
     registry = load_registry(config)
     models = [m.name for m in registry.models]
     sets = [load_outcomes(path) for path in data_files]
-    db = data_dir / DB_FILE
-    store = open_store(str(db)) if db.exists() else None
+    datadir = DataDir.of(data_dir)
+    store = open_store(str(datadir.db)) if datadir.db.exists() else None
     try:
         train_rows, eval_rows = split_logged(store, registry.learning.evaluation_share) if store else ([], [])
         gated = not force and len(eval_rows) >= MIN_EVALUATION_DECISIONS
@@ -60,7 +60,7 @@ def train(
             raise ValueError(
                 "nothing to train on: no outcome file names a registry model and the store has no feedback"
             )
-        static = StaticEmbedder.load_or_build(data_dir)
+        static = StaticEmbedder.load_or_build(datadir)
         context = RouterContext(static_embed=static.embed)
         report: dict[str, Any] = {"prompts": len(data), "models": data.models}
         sample = data
@@ -75,7 +75,7 @@ def train(
         if store is not None:
             router.fit_latency(store.latency_samples())
         report["latency_measured"] = {m: n for m, (_, _, n) in sorted(router.latency.items())}
-        artifacts = data_dir / ARTIFACTS
+        artifacts = datadir.artifacts
         if gated:
             assert store is not None
             result = judge(
@@ -96,16 +96,16 @@ def train(
     return report
 
 
-def classifier_prompts(data_dir: Path, store: Store | None) -> list[LabelledPrompt]:
+def classifier_prompts(data_dir: Path | DataDir, store: LearningStore | None) -> list[LabelledPrompt]:
     """What layers 3-4 learn from beside the registry: the kept labelled files, then tasks named by feedback."""
-    kept = data_dir / ARTIFACTS / LABELLED_FILE
+    kept = DataDir.of(data_dir).path(LABELLED_FILE)
     prompts = load_labelled(kept) if kept.exists() else []
     if store is not None:
         prompts += [LabelledPrompt(text, task, "feedback", "feedback") for text, task in store.task_labels()]
     return prompts
 
 
-def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | None = None,
+def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | DataDir | None = None,
                      transformer: bool = True) -> dict[str, Any]:  # fmt: skip
     """Fit the classifier's text model (layer 2) and, with `transformer`, its layers 3-4 (MiniLM kNN + head) on the
     registry's examples, labelled prompts and the tasks feedback named; the labelled files are kept in the data
@@ -120,21 +120,20 @@ def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | 
 
     started = time.perf_counter()
     registry = load_registry(config)
-    data_dir = Path(data_dir or registry.storage.data_dir).expanduser().resolve()
+    datadir = DataDir.resolve(registry, data_dir)
     given = [p for path in labelled_files for p in load_labelled(path)]
     if given:
-        (data_dir / ARTIFACTS).mkdir(parents=True, exist_ok=True)
         records = ({"text": p.text, "task": p.task, "accept": list(p.accept), "source": p.source} for p in given)
-        lines = "".join(json.dumps(record) + "\n" for record in records)
-        (data_dir / ARTIFACTS / LABELLED_FILE).write_text(lines, encoding="utf-8")
-    store = open_store(str(data_dir / DB_FILE)) if (data_dir / DB_FILE).exists() else None
+        lines = "".join(json.dumps(record) + "\n" for record in records).encode()
+        datadir.write_atomically(datadir.path(LABELLED_FILE), lambda handle: handle.write(lines))
+    store = open_store(str(datadir.db)) if datadir.db.exists() else None
     try:
-        prompts = classifier_prompts(data_dir, store)
+        prompts = classifier_prompts(datadir, store)
     finally:
         if store is not None:
             store.close()
     names = [t.name for t in registry.tasks]
-    report: dict[str, Any] = {"data_dir": str(data_dir), "labelled": len(given),
+    report: dict[str, Any] = {"data_dir": str(datadir.root), "labelled": len(given),
                               "feedback": sum(p.origin == "feedback" for p in prompts)}  # fmt: skip
     usable = [p for p in prompts if p.task in names and p.text.strip()]
     if usable:
@@ -142,13 +141,13 @@ def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | 
         texts = [p.text for p in (*examples, *usable)]
         labels = [p.task for p in (*examples, *usable)]
         model = fit_calibrated_text_model(texts, labels, names, meta={"trained_on": "autoroute train-classifier"})
-        report["text_model"] = {"artifact": str(model.save(data_dir / ARTIFACTS / ARTIFACT_FILE)),
+        report["text_model"] = {"artifact": str(model.save(datadir.path(ARTIFACT_FILE))),
                                 "prompts": len(texts), "temperature": round(model.temperature, 4)}  # fmt: skip
     else:
         report["text_model"] = "unchanged: no labelled prompts or feedback labels (the shipped model serves)"
     if transformer:
-        task_model = fit_task_model(registry.tasks, prompts, EmbeddingCache(data_dir / "cache").embed)
-        report["task_model"] = {"artifact": str(task_model.save(data_dir / ARTIFACTS / MODEL_FILE)),
+        task_model = fit_task_model(registry.tasks, prompts, EmbeddingCache(datadir.cache).embed)
+        report["task_model"] = {"artifact": str(task_model.save(datadir.path(MODEL_FILE))),
                                 "tasks": list(task_model.tasks)}  # fmt: skip
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report

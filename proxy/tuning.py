@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,15 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from router_plugins.registry import ClassifierSettings, Registry
+from router_plugins.datadir import write_atomically, write_pointer
+from router_plugins.registry import Registry
+from router_plugins.thresholds import (
+    ARTIFACT_FORMAT,
+    LAYERS,
+    POINTER_FILE,
+)
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FORMAT = "autoroute-thresholds-v1"
-POINTER_FILE = "thresholds-current.json"
 DEFAULT_TARGET_PRECISION = 0.9
 DEFAULT_MIN_EVENTS = 30
-LAYERS: tuple[str, ...] = tuple(ClassifierSettings.DEFAULT_THRESHOLDS)
 _FALLBACK = "fallback"
 _SKIPPED = "skipped: no embedding given"
 """router_plugins.classify.cascade's markers, spelled out so this module does not import numpy and the layers."""
@@ -250,48 +251,6 @@ def current_thresholds(registry: Registry) -> dict[str, float]:
     return {name: getattr(settings, name).level for name in LAYERS}
 
 
-def apply_thresholds(registry: Registry, thresholds: Mapping[str, float]) -> Registry:
-    """`registry` with its classifier layers at `thresholds` (layer -> value in [0, 1]; unknown layers ignored)."""
-    settings = registry.router.classifier
-    changes = {
-        name: dataclasses.replace(getattr(settings, name), threshold=float(value))
-        for name, value in thresholds.items()
-        if name in LAYERS
-    }
-    if not changes:
-        return registry
-    router = dataclasses.replace(registry.router, classifier=dataclasses.replace(settings, **changes))
-    return dataclasses.replace(registry, router=router)
-
-
-def load_tuned_thresholds(artifacts_dir: Path) -> dict[str, float] | None:
-    """The thresholds `thresholds-current.json` points at; None when there are none or they cannot be read
-    (logged: serving goes on with the YAML's)."""
-    pointer = artifacts_dir / POINTER_FILE
-    if not pointer.exists():
-        return None
-    try:
-        name = json.loads(pointer.read_text(encoding="utf-8"))["artifact"]
-        if not isinstance(name, str) or Path(name).name != name:
-            raise ValueError(f"the pointer names {name!r}, not a file beside it")
-        data = json.loads((artifacts_dir / name).read_text(encoding="utf-8"))
-        if data.get("format") != ARTIFACT_FORMAT:
-            raise ValueError(f"format {data.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
-        values = data["thresholds"]
-        if not isinstance(values, dict):
-            raise ValueError("`thresholds` is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring the tuned classifier thresholds in %s: %s", artifacts_dir, exc)
-        return None
-    thresholds: dict[str, float] = {}
-    for layer, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
-            thresholds[str(layer)] = float(value)
-        else:
-            log.warning("ignoring the tuned threshold %r of layer %s: not a number in [0, 1]", value, layer)
-    return thresholds
-
-
 def save_thresholds(artifacts_dir: Path, report: TuningReport, previous: Mapping[str, float] | None = None) -> Path:
     """Write a new thresholds version, then point `thresholds-current.json` at it (both writes atomic).
 
@@ -312,20 +271,10 @@ def save_thresholds(artifacts_dir: Path, report: TuningReport, previous: Mapping
                      "truth": report.truth, "since": report.since},
         "decisions": report.decisions, "truth_sources": dict(report.truth_sources),
     }  # fmt: skip
-    _atomic_write(path, json.dumps(artifact, indent=2))
-    _atomic_write(artifacts_dir / POINTER_FILE, json.dumps({"artifact": path.name, "version": version}))
+    text = json.dumps(artifact, indent=2).encode()
+    write_atomically(path, lambda handle: handle.write(text))
+    write_pointer(artifacts_dir, POINTER_FILE, path, version)
     return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- the command ------------------------------------------------------------------------------------------------

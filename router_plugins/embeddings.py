@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .datadir import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,5 @@ class EmbeddingCache:
             self._embedder = self._factory()
         log.info("embedding %d texts with %s on %s", len(texts), MODEL_ID, self._embedder.device)
         vectors = self._embedder.embed(texts)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, vectors)
-        os.replace(tmp, path)
+        write_atomically(path, lambda handle: np.save(handle, vectors))
         return vectors

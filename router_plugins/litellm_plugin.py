@@ -6,10 +6,12 @@ In the LiteLLM proxy's config (its `model_list` names the same models as the aut
       callbacks: router_plugins.litellm_plugin.proxy_handler
 
 and `AUTOROUTE_CONFIG=/path/to/config.yaml` (default `config.yaml`) in its environment. Before each call the
-pre-call hook classifies the last user message (layers 1-2: keywords and the static embedding table, which is
-distilled into the registry's data directory at the first start unless `autoroute build-embeddings` did it), asks the
-router chain (the learned router when an artifact exists, then static
-rules) and rewrites `model` to the chosen registry model; `metadata.autoroute` carries the decision. Success and
+pre-call hook classifies and routes exactly as the gateway on the same config and data directory does: both build
+their routing with `router_plugins.assembly` (the cheap classifier layers with the data directory's text model and
+tuned thresholds, the language's candidates, the configured chain with the learned router's current artifact, the
+win-rate policies and the A/B split). What only a gateway has is left out: the corrections from feedback, and layers
+3-4, which run inline only on a GPU. The hook rewrites `model` to the chosen registry model; `metadata.autoroute`
+carries the decision. Success and
 failure events append one JSON line each to `<data_dir>/litellm-outcomes.jsonl` (latency, time to first token,
 tokens, cost as LiteLLM computed it), which `autoroute` tooling can read. Requests naming a model pass untouched.
 
@@ -29,18 +31,20 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from .candidates import Candidates, serving
-from .classify import StaticEmbedder, TaskClassifier, build_classifier
+from .assembly import Parts, RoutingEngine, assemble
+from .classify import StaticEmbedder
 from .classify.assembly import ClassifierSources
+from .errors import RoutingError
 from .language import detect_language
 from .registry import Registry, load_registry
-from .routers import LearnedRouter, Router, RouterContext, StaticRulesRouter
-from .routers.learned import current_artifact
+from .routers.winrate import WinRateState, load_state
 from .types import PREFERENCES, ChatRequest, RouteDecision
 
 log = logging.getLogger(__name__)
 
 OUTCOMES_FILE = "litellm-outcomes.jsonl"
+WINRATE_SNAPSHOT = "winrate-current.json"
+"""Written by the gateway's aggregator (`proxy/learning.py`) into the same data directory."""
 METADATA_KEY = "autoroute"
 
 
@@ -49,25 +53,31 @@ class AutorouteCallback(CustomLogger):
 
     def __init__(self, config: str | Path | None = None, data_dir: str | Path | None = None) -> None:
         super().__init__()
-        self.registry: Registry = load_registry(config or os.environ.get("AUTOROUTE_CONFIG", "config.yaml"))
-        self.data_dir = Path(data_dir or self.registry.storage.data_dir).expanduser()
+        source = load_registry(config or os.environ.get("AUTOROUTE_CONFIG", "config.yaml"))
+        self.data_dir = Path(data_dir or source.storage.data_dir).expanduser()
+        artifacts = self.data_dir / "artifacts"
         # The static table (~30 s to distil at the first start; `autoroute build-embeddings` does it beforehand).
         embedder = None
-        if self.registry.router.classifier.static_embedding.enabled:
+        if source.router.classifier.static_embedding.enabled:
             embedder = StaticEmbedder.load_or_build(self.data_dir)
-        # The gateway's text model (the data directory's fit, else the shipped one): the plugin classifies alike.
-        text_model = ClassifierSources(self.data_dir / "artifacts").text_model()
-        self.classifier: TaskClassifier = build_classifier(self.registry, embedder, text_model=text_model)
-        context = RouterContext(static_embed=embedder.embed if embedder else None)
-        routers: list[Router] = []
-        artifact = current_artifact(self.data_dir / "artifacts")
-        if artifact is not None and embedder is not None:
-            learned = LearnedRouter(self.registry, context)
-            learned.load(artifact)
-            routers.append(learned)
-        routers.append(StaticRulesRouter(self.registry, context))
-        self.routers: tuple[Router, ...] = tuple(routers)
+        # The same assembly as the gateway: its text model (the data directory's fit, else the shipped one), its tuned
+        # thresholds, its chain with the learned router's current artifact, and the win rates its aggregator
+        # published (`winrate-current.json`), read again when that file changes.
+        parts = Parts(embedder, ClassifierSources(artifacts).text_model(), winrate=self._winrate)
+        self._winrate_file = artifacts / WINRATE_SNAPSHOT
+        self._winrate_state: tuple[object, WinRateState] = (None, WinRateState())
+        self.engine: RoutingEngine = assemble(source, artifacts, parts)
+        self.registry: Registry = self.engine.registry
         self._lock = threading.Lock()
+
+    def _winrate(self) -> WinRateState:
+        try:
+            stamp: object = self._winrate_file.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp != self._winrate_state[0]:
+            self._winrate_state = (stamp, load_state(self._winrate_file) or WinRateState())
+        return self._winrate_state[1]
 
     # -- routing ----------------------------------------------------------------------------------------------
 
@@ -80,22 +90,18 @@ class AutorouteCallback(CustomLogger):
         if preference not in PREFERENCES:
             raise ValueError(f"unknown routing preference {preference!r}; use one of {', '.join(PREFERENCES)}")
         messages = tuple(data.get("messages") or ())
-        request = ChatRequest(str(uuid.uuid4()), requested, messages, bool(data.get("stream")), preference,
+        request_id = str(data.get("litellm_call_id") or uuid.uuid4())
+        request = ChatRequest(request_id, requested, messages, bool(data.get("stream")), preference,
                               {k: v for k, v in data.items() if k in ("tools", "functions", "max_tokens")})  # fmt: skip
         text = request.last_user_text()
-        classification = self.classifier.classify(text)
+        classification = self.engine.classify(text)
         language = detect_language(text)
-        # As the gateway does: the models that serve the prompt's language, all of them when none does or can.
-        candidates: Candidates | None = serving(tuple(m for m in self.registry.models if m.enabled), language)
-        decision: RouteDecision | None = None
-        while candidates is not None and decision is None:
-            for router in self.routers:
-                decision = router.route(request, classification, candidates.models)
-                if decision is not None:
-                    break
-            candidates = candidates.fallback
-        if decision is None:
+        try:
+            routed = self.engine.route(request, classification, language)
+        except RoutingError as exc:
+            log.warning("autoroute could not route %s: %s", request_id, exc)
             return None
+        decision, counterfactual = routed.decision, routed.counterfactual
         data["model"] = decision.model
         metadata = data.setdefault("metadata", {})
         metadata[METADATA_KEY] = {
@@ -103,6 +109,7 @@ class AutorouteCallback(CustomLogger):
             "task_confidence": classification.confidence, "layer": classification.layer, "language": language,
             "router": f"{decision.router}@{decision.router_version}", "reason": decision.reason,
             "propensity": decision.propensity, "alternatives": [c.to_dict() for c in decision.alternatives],
+            "ab_arm": routed.arm, "counterfactual_model": counterfactual.model if counterfactual else None,
         }  # fmt: skip
         return decision
 

@@ -7,9 +7,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-DEFAULT_CACHE = Path("autoroute-data") / "cache"
+if TYPE_CHECKING:
+    from router_plugins.datadir import DataDir
 
 
 def register(eval_commands: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(eval_commands: argparse._SubParsersAction) -> None:
     offline.add_argument("--models", help="models.json (default: beside --train)")
     offline.add_argument("--json", help="write the full report here")
     offline.add_argument("--plot", help="write the quality-cost plot here (PNG)")
-    offline.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="embedding cache (default: %(default)s)")
+    offline.add_argument("--cache-dir", help="embedding cache (default: the data dir's cache)")
     offline.add_argument("--seed", type=int, default=0)
     offline.add_argument("--data-dir", help="the static table and classifier's data dir (default: the config's)")
     offline.add_argument("--tasks", choices=["classifier", "dataset"], default="classifier",
@@ -43,16 +44,16 @@ def register(eval_commands: argparse._SubParsersAction) -> None:
     tasks.set_defaults(func=_tasks)
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    """`--data-dir`, else the config's (when it loads: offline data sets need no config), else `autoroute-data`."""
+def _data_dir(args: argparse.Namespace) -> DataDir:
+    """`--data-dir`, else the config's (when it loads: offline data sets need no config), else the default one."""
+    from router_plugins.datadir import DataDir
+    from router_plugins.registry import StorageSettings
     from router_plugins.schema import ConfigError
 
-    from ..datadir import resolve_data_dir
-
     try:
-        return resolve_data_dir(args.config, args.data_dir)
+        return DataDir.resolve(args.config, args.data_dir)
     except (ConfigError, FileNotFoundError, OSError):
-        return Path("autoroute-data").resolve()
+        return DataDir(Path(StorageSettings().data_dir))
 
 
 def _offline(args: argparse.Namespace) -> int:
@@ -70,8 +71,8 @@ def _offline(args: argparse.Namespace) -> int:
     if args.router not in table.names():
         print(f"autoroute: no router named {args.router!r}; known: {', '.join(table.names())}", file=sys.stderr)
         return 2
-    cache = EmbeddingCache(Path(args.cache_dir))
     data_dir = _data_dir(args)
+    cache = EmbeddingCache(Path(args.cache_dir) if args.cache_dir else data_dir.cache)
     task_report: dict[str, Any] = {"tasks": args.tasks}
     if args.tasks == "classifier":
         from router_plugins.schema import ConfigError
@@ -165,9 +166,11 @@ def format_offline(report: dict[str, Any]) -> str:
 
 
 def _tasks(args: argparse.Namespace) -> int:
+    from router_plugins.datadir import DataDir
+
     from .tasks import evaluate_tasks, format_tasks
 
-    report = evaluate_tasks(Path(args.test), Path(args.config), Path(args.data_dir) if args.data_dir else None)
+    report = evaluate_tasks(Path(args.test), Path(args.config), DataDir.resolve(args.config, args.data_dir))
     print(format_tasks(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import numpy as np
 from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
 from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING as SKIPPED
 from router_plugins.classify.training import load_labelled as read_labelled
+from router_plugins.datadir import DataDir
 from router_plugins.language import detect_language
 from router_plugins.registry import load_registry
 from router_plugins.types import Classification
@@ -23,7 +24,7 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
     return [{"text": p.text, "task": p.task, "accept": list(p.accept)} for p in read_labelled(path)]
 
 
-def served_classifier(config: Path | None = None, data_dir: Path | None = None) -> TaskClassifier:
+def served_classifier(config: Path | None = None, data_dir: Path | DataDir | None = None) -> TaskClassifier:
     """The cascade a gateway on this config and data directory serves once its first-start work is done.
 
     The same sources as the gateway (`ClassifierSources`): the data directory's text model or the shipped one,
@@ -36,27 +37,28 @@ def served_classifier(config: Path | None = None, data_dir: Path | None = None) 
     from router_plugins.embeddings import EmbeddingCache
 
     from ..store import open_store
-    from ..training import ARTIFACTS, DB_FILE, classifier_prompts
+    from ..training import classifier_prompts
 
     registry = load_registry(config or Path("config.yaml"))
-    data_dir = Path(data_dir or registry.storage.data_dir).expanduser().resolve()
-    sources = ClassifierSources(data_dir / ARTIFACTS)
+    datadir = DataDir.resolve(registry, data_dir)
+    sources = ClassifierSources(datadir.artifacts)
     settings = registry.router.classifier
     text_model = sources.text_model()
     usable_text_model = text_model is not None and not text_model.mismatch([t.name for t in registry.tasks])
     embedder = None
     if settings.static_embedding.enabled and not (settings.text_model.enabled and usable_text_model):
-        embedder = StaticEmbedder.load_or_build(data_dir)
-    store = open_store(str(data_dir / DB_FILE)) if (data_dir / DB_FILE).exists() else None
+        embedder = StaticEmbedder.load_or_build(datadir)
+    store = open_store(str(datadir.db)) if datadir.db.exists() else None
     try:
         labels = store.task_labels() if store is not None else []
         task_model = None
         if transformer_inline(settings):
             task_model = sources.task_model()
             if task_model is None or task_model.is_stale(registry.tasks):
-                fitted = fit_task_model(registry.tasks, classifier_prompts(data_dir, store),
-                                        EmbeddingCache(data_dir / "cache").embed)  # fmt: skip
-                fitted.save(data_dir / ARTIFACTS / MODEL_FILE)
+                fitted = fit_task_model(
+                    registry.tasks, classifier_prompts(datadir, store), EmbeddingCache(datadir.cache).embed
+                )
+                fitted.save(datadir.path(MODEL_FILE))
                 task_model = fitted
     finally:
         if store is not None:
@@ -64,12 +66,12 @@ def served_classifier(config: Path | None = None, data_dir: Path | None = None) 
     return build_classifier(registry, embedder, task_model, text_model, sources.corrections(labels, registry))
 
 
-def evaluate_tasks(test: Path, config: Path, data_dir: Path | None = None) -> dict[str, Any]:
+def evaluate_tasks(test: Path, config: Path, data_dir: Path | DataDir | None = None) -> dict[str, Any]:
     from router_plugins.embeddings import EmbeddingCache
 
-    classifier = served_classifier(config, data_dir)
-    cache_dir = Path(data_dir or load_registry(config).storage.data_dir).expanduser().resolve() / "cache"
-    embed = EmbeddingCache(cache_dir).embed if classifier.embedding_layers else None
+    datadir = DataDir.resolve(config, data_dir)
+    classifier = served_classifier(config, datadir)
+    embed = EmbeddingCache(datadir.cache).embed if classifier.embedding_layers else None
     return score_classifier(classifier, load_labelled(test), embed)
 
 

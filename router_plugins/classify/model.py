@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_atomically
+from ..datadir import write_atomically
 from ..embeddings import MODEL_ID
 from ..registry import TaskType
 from .head import HeadTraining, TaskHead, TorchHeadLayer, train_head

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..datadir import DataDir, write_atomically
 from ..embeddings import focus
 from ..registry import TaskType
 from .layer import LayerVerdict
@@ -89,12 +88,9 @@ def build_static_table(out_path: Path, source: Path | None = None, batch: int = 
     for token, index in vocab.items():
         if token in _FUNCTION_WORDS or (token.startswith("[") and token.endswith("]")) or not re.search(r"\w", token):
             weights[index] = 0.1
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a reader never sees half a table, and two builders never corrupt each other.
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=".npz.tmp")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, rows=rows.astype(np.float16), weights=weights, version=np.array(TABLE_VERSION))
-    os.replace(tmp, out_path)
+    # Atomic: a reader never sees half a table, and two builders never corrupt each other.
+    write_atomically(out_path, lambda handle: np.savez(handle, rows=rows.astype(np.float16), weights=weights,
+                                                       version=np.array(TABLE_VERSION)))  # fmt: skip
     log.info("built static embedding table %s in %.1f s", out_path, time.perf_counter() - started)
     return out_path
 
@@ -123,11 +119,16 @@ class StaticEmbedder:
         return cls(tokenizer, rows, weights)
 
     @classmethod
-    def load_or_build(cls, data_dir: Path) -> StaticEmbedder:
-        path = data_dir / "artifacts" / TABLE_FILE
-        if not path.exists():
-            log.warning("building the static embedding table once into %s (about 30 s)", path)
-            build_static_table(path)
+    def load_or_build(cls, data_dir: Path | DataDir) -> StaticEmbedder:
+        """The data directory's table, distilled first when it is missing or cannot be read (a damaged file)."""
+        path = DataDir.of(data_dir).path(TABLE_FILE)
+        if path.exists():
+            try:
+                return cls.load(path)
+            except Exception as exc:  # noqa: BLE001 - damaged (truncated, wrong version): built again below
+                log.error("the static embedding table %s cannot be read (%s): building it again", path, exc)
+        log.warning("building the static embedding table once into %s (about 30 s)", path)
+        build_static_table(path)
         return cls.load(path)
 
     def __post_init__(self) -> None:

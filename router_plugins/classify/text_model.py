@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_atomically
+from ..datadir import write_atomically
 from .layer import LayerVerdict
 from .scoring import softmax, verdict
 from .translation import asks_for_translation

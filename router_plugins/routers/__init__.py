@@ -41,7 +41,7 @@ def default_table(with_plugins: bool = True) -> RouterTable:
     table.register(StaticRulesRouter.name, StaticRulesRouter)
     for router in BASELINES:
         table.register(router.name, router)
-    table.register(LearnedRouter.name, LearnedRouter)
+    table.register(LearnedRouter.name, LearnedRouter.from_artifacts)
     table.register(WinRateRouter.name, WinRateRouter)
     if with_plugins:
         table.load_entry_points()

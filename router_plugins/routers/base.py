@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -20,7 +21,12 @@ ENTRY_POINT_GROUP = "autoroute.routers"
 
 
 class Router(Protocol):
-    """Picks one backend for one request. Returns None when it cannot decide (the next router answers)."""
+    """Picks one backend for one request. Returns None when it cannot decide (the next router answers).
+
+    Built-in routers predict quality, cost and latency per candidate (`estimate`) and leave the decision to the one
+    shared ranking (`ranking.decide`); a plugin may do the same or decide itself. A router that cannot decide at all
+    (e.g. no trained artifact yet) may say why in an optional `status` attribute.
+    """
 
     name: str
     version: str
@@ -71,6 +77,8 @@ class RouterContext:
     seed: int = 0
     winrate: Callable[[], object] | None = None
     """The current win-rate state (a `WinRateState`), published by the gateway's background aggregator."""
+    artifacts: Path | None = None
+    """The data directory's artifacts: trainable routers load their current version from here."""
 
 
 RouterFactory = Callable[[Registry, RouterContext], Router]

@@ -11,6 +11,7 @@ gateway's own measurements, shrunk toward the registry's prior while measurement
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -18,12 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomically
+from ..datadir import read_pointer, write_atomically, write_pointer
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
-from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from ..types import ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
+from .ranking import Estimate, Estimates, decide
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "autoroute-learned-v1"
 POINTER_FILE = "learned-current.json"
@@ -55,6 +59,7 @@ class LearnedRouter:
         """Per model (a, b, n): log latency_ms ≈ a + b·log1p(prompt chars), fitted on n measured calls."""
         self.version = "unfitted"
         self.trained_on = 0
+        self._status = "not fitted"
 
     # -- features ---------------------------------------------------------------------------------------------
 
@@ -181,49 +186,57 @@ class LearnedRouter:
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
     ) -> RouteDecision | None:
+        weights = self._registry.preferences[request.preference]
+        return decide(self.name, self.version, "learned", self.estimate(request, task, candidates), request, task,
+                      weights)  # fmt: skip
+
+    def estimate(
+        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> Estimates | None:
+        """Predicted p(success), cost and latency of every candidate that meets the request's constraints."""
         if not self.models or not candidates:
             return None
-        usable = list(candidates)
         text = request.last_user_text()
         prediction = self.predict(PromptBatch([text], [task.task]))
-        quality = np.empty(len(usable))
-        cost = np.empty(len(usable))
-        for k, candidate in enumerate(usable):
+        options = []
+        for candidate in candidates:
             if candidate.name in self.models:
                 j = self.models.index(candidate.name)
-                quality[k], cost[k] = prediction.quality[0, j], prediction.cost[0, j]
+                quality, cost = float(prediction.quality[0, j]), float(prediction.cost[0, j])
             else:  # added to the registry after training: its prior and its prices stand in
-                quality[k] = candidate.prior_quality(task.task)
-                cost[k] = _price_estimate(candidate, np.array([float(len(text))]))[0]
-        cost = np.nan_to_num(cost, nan=float(np.nanmax(cost)) if np.isfinite(cost).any() else 0.0)
-        latency = np.array([self.predict_latency(c, len(text)) for c in usable], dtype=np.float64)
-        keep = np.ones(len(usable), dtype=bool)
-        if request.min_quality is not None:
-            keep &= quality >= request.min_quality
-        if request.max_cost_per_1k is not None:
-            per_1k = np.array([c.cost_per_1k() if c.cost_per_1k() is not None else np.inf for c in usable])
-            keep &= per_1k <= request.max_cost_per_1k
-        if not keep.any():
-            return None
-        weights = self._registry.preferences[request.preference]
-        utility = (
-            weights.quality_weight * quality
-            - weights.cost_weight * cost / (cost.max() or 1.0)
-            - weights.latency_weight * latency / (latency.max() or 1.0)
-        )
-        utility = np.where(keep, utility, -np.inf)
-        order = [k for k in np.argsort(-utility, kind="stable") if keep[k]]
-        ranked = tuple(
-            ScoredCandidate(usable[k].name, float(utility[k]), float(quality[k]), float(cost[k]), float(latency[k]),
-                            "predicted")
-            for k in order
-        )  # fmt: skip
-        best = ranked[0]
-        reason = (
-            f"learned, {request.preference}: {best.model} has the best predicted utility for {task.task} "
-            f"(p(success) {best.quality:.2f}, cost ${best.cost_per_1k:.6f}) among {len(ranked)}"
-        )
-        return RouteDecision(best.model, reason, self.name, self.version, ranked, 1.0)
+                quality = candidate.prior_quality(task.task)
+                cost = float(_price_estimate(candidate, np.array([float(len(text))]))[0])
+            if request.min_quality is not None and quality < request.min_quality:
+                continue
+            per_1k = candidate.cost_per_1k()
+            if request.max_cost_per_1k is not None and (per_1k is None or per_1k > request.max_cost_per_1k):
+                continue
+            latency = self.predict_latency(candidate, len(text))
+            options.append(Estimate(candidate.name, quality, cost, latency, note="predicted"))
+        return Estimates(tuple(options), f"predicted from {self.trained_on} outcomes")
+
+    @property
+    def status(self) -> str | None:
+        """Why it cannot decide, when it cannot."""
+        return self._status if not self.models else None
+
+    @classmethod
+    def from_artifacts(cls, registry: Registry, context: RouterContext) -> LearnedRouter:
+        """The router table's factory: the current artifact of `context.artifacts`, loaded; a router that cannot decide
+        (and says why in `status`) when there is none, it is damaged, or the static embedding table is missing."""
+        router = cls(registry, context)
+        artifact = current_artifact(context.artifacts) if context.artifacts is not None else None
+        if artifact is None:
+            router._status = "no learned-router artifact yet"
+        elif context.static_embed is None:
+            router._status = "the learned router waits for the static embedding table"
+        else:
+            try:
+                router.load(artifact)
+            except Exception as exc:  # noqa: BLE001 - a damaged artifact must never stop routing: the chain goes on
+                log.error("learned-router artifact %s not loaded: %s", artifact, exc)
+                router._status = f"learned-router artifact not loaded: {type(exc).__name__}"
+        return router
 
     # -- artifacts --------------------------------------------------------------------------------------------
 
@@ -237,8 +250,7 @@ class LearnedRouter:
         }  # fmt: skip
         write_atomically(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,
                                                counts=self._counts, meta=np.array(json.dumps(meta))))  # fmt: skip
-        pointer = json.dumps({"artifact": path.name, "version": self.version}).encode()
-        write_atomically(directory / POINTER_FILE, lambda h: h.write(pointer))
+        write_pointer(directory, POINTER_FILE, path, self.version)
         return path
 
     def load(self, path: Path) -> None:
@@ -254,11 +266,8 @@ class LearnedRouter:
 
 
 def current_artifact(directory: Path) -> Path | None:
-    pointer = directory / POINTER_FILE
-    if not pointer.exists():
-        return None
-    path = directory / json.loads(pointer.read_text())["artifact"]
-    return path if path.exists() else None
+    """The artifact `learned-current.json` in `directory` (a data directory's artifacts) points at, if usable."""
+    return read_pointer(directory, POINTER_FILE)
 
 
 def _fit_cost(data: OutcomeSet) -> np.ndarray:

@@ -13,8 +13,9 @@ import numpy as np
 
 from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
-from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from ..types import ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
+from .ranking import Estimate, Estimates, decide
 
 
 class PredictiveRouter:
@@ -50,6 +51,13 @@ class PredictiveRouter:
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
     ) -> RouteDecision | None:
+        weights = self._registry.preferences[request.preference]
+        return decide(self.name, self.version, self.name, self.estimate(request, task, candidates), request, task,
+                      weights)  # fmt: skip
+
+    def estimate(
+        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> Estimates | None:
         if not self.fitted:
             return None
         usable = [c for c in candidates if c.name in self._models]
@@ -58,19 +66,12 @@ class PredictiveRouter:
         text = request.last_user_text()
         embeddings = self._context.embed([text]) if self._context.embed and self.needs_embeddings else None
         prediction = self.predict(PromptBatch([text], [task.task], embeddings))
-        weights = self._registry.preferences[request.preference]
-        columns = [self._models.index(c.name) for c in usable]
-        quality = prediction.quality[0, columns]
-        cost = np.nan_to_num(prediction.cost[0, columns], nan=0.0)
-        scale = cost.max() or 1.0
-        utility = weights.quality_weight * quality - weights.cost_weight * cost / scale
-        order = np.argsort(-utility, kind="stable")
-        ranked = tuple(
-            ScoredCandidate(usable[k].name, float(utility[k]), float(quality[k]), float(cost[k]), None, "predicted")
-            for k in order
-        )
-        reason = f"{self.name}, {request.preference}: best predicted utility among {len(ranked)}"
-        return RouteDecision(ranked[0].model, reason, self.name, self.version, ranked, 1.0)
+        options = []
+        for candidate in usable:
+            j = self._models.index(candidate.name)
+            options.append(Estimate(candidate.name, float(prediction.quality[0, j]), float(prediction.cost[0, j]),
+                                    note="predicted"))  # fmt: skip
+        return Estimates(tuple(options))
 
     needs_embeddings = False
 

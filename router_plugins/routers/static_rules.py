@@ -9,8 +9,9 @@ import numpy as np
 
 from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry, RuleCandidate
-from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from ..types import ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
+from .ranking import Estimate, Estimates, decide
 
 CHARS_PER_TOKEN = 4
 DEFAULT_TASK = "default"
@@ -79,6 +80,17 @@ class StaticRulesRouter:
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
     ) -> RouteDecision | None:
+        weights = self._registry.preferences[request.preference]
+        return decide(self.name, self.version, self.label, self.estimate(request, task, candidates), request, task,
+                      weights)  # fmt: skip
+
+    label = "static rules"
+
+    def estimate(
+        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
+    ) -> Estimates | None:
+        """The candidates the task's rule allows (every model without a rule) that can serve the request, with their
+        quality, price, latency and the rule's bonuses; None when none can."""
         needed_tokens = self._needed_tokens(request)
 
         def usable(options: list[_Option]) -> list[_Option]:
@@ -105,19 +117,10 @@ class StaticRulesRouter:
         if not options:
             return None
         within_rule = [o for o in options if self._meets_rule(o, task.task)]
-        relaxed = not within_rule
-        options = within_rule or options
-        ranked = self._rank(options, request, task.task)
-        best = ranked[0]
-        reason = (
-            f"static rules, {request.preference}: {best.model} has the best utility for {task.task} "
-            f"among {len(ranked)} ({source})"
-        )
-        if relaxed:
-            reason += "; rule constraints relaxed, no candidate met them"
+        notes = [] if within_rule else ["rule constraints relaxed, no candidate met them"]
         if task.needs_clarification:
-            reason += "; task uncertain"
-        return RouteDecision(best.model, reason, self.name, self.version, tuple(ranked), 1.0)
+            notes.append("task uncertain")
+        return Estimates(tuple(self._estimates(within_rule or options, task.task)), source, tuple(notes))
 
     @staticmethod
     def _needed_tokens(request: ChatRequest) -> int:
@@ -147,39 +150,22 @@ class StaticRulesRouter:
             return cost is not None and cost <= request.max_cost_per_1k
         return True
 
-    def _rank(self, options: list[_Option], request: ChatRequest, task: str) -> list[ScoredCandidate]:
-        weights = self._registry.preferences[request.preference]
+    def _estimates(self, options: list[_Option], task: str) -> list[Estimate]:
         settings = self._registry.router
-        known_costs = [c for o in options if (c := o.model.cost_per_1k()) is not None]
-        dearest = max(known_costs, default=0.0) or 1.0
-        slowest = max(self._latency(o.model, task) for o in options) or 1.0
         lowest_priority = max((o.rule.priority for o in options if o.rule), default=1)
-        scored: list[tuple[float, int, ScoredCandidate]] = []
-        for index, option in enumerate(options):
-            model = option.model
-            quality = self._quality(model, task)
-            cost = model.cost_per_1k()
-            # An unknown price is treated as the dearest: the cost-aware preferences must not favour it.
-            relative_cost = (cost if cost is not None else dearest) / dearest
-            utility = (
-                weights.quality_weight * quality
-                - weights.cost_weight * relative_cost
-                - weights.latency_weight * self._latency(model, task) / slowest
-            )
-            notes = []
+        out = []
+        for option in options:
+            model, bonus, notes = option.model, 0.0, []
             if (option.rule and option.rule.is_specialized) or model.is_specialist_for(task):
-                utility += settings.specialization_bonus
+                bonus += settings.specialization_bonus
                 notes.append("specialist")
             if option.rule:
-                utility += settings.priority_bonus * (lowest_priority - option.rule.priority)
+                bonus += settings.priority_bonus * (lowest_priority - option.rule.priority)
                 notes.append(f"priority {option.rule.priority}")
-            candidate = ScoredCandidate(
-                model.name, utility, quality, cost, self._latency(model, task), ", ".join(notes)
-            )
             priority = option.rule.priority if option.rule else lowest_priority
-            scored.append((-utility, priority * 1000 + index, candidate))
-        scored.sort(key=lambda item: (round(item[0], 9), item[1]))
-        return [candidate for _, _, candidate in scored]
+            out.append(Estimate(model.name, self._quality(model, task), model.cost_per_1k(), self._latency(model, task),
+                                bonus, ", ".join(notes), priority))  # fmt: skip
+        return out
 
 
 def _nanmean(values: np.ndarray) -> float | None:

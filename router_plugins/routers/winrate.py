@@ -20,24 +20,17 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import cast
-
-import numpy as np
 
 from ..registry import ModelEntry, Registry, WinRateSettings
 from ..types import ChatRequest, Classification, RouteDecision
 from .base import RouterContext
 from .static_rules import StaticRulesRouter
 
-THOMPSON_DRAWS = 256
-"""Posterior draws per decision that estimate the Thompson-sampling choice probabilities."""
 ANY_TASK = "*"
 TASK_SHIFT_CAP = 0.2
 """The most a task's evidence moves the registry's priors of the models (up or down)."""
-GUARD_MIN_OBSERVATIONS = 10
-GUARD_MARGIN = 0.25
-"""Drift guard: another router's choice is overruled when the model's recent win rate on the task is this far below
-the quality that router predicted, on at least GUARD_MIN_OBSERVATIONS verdicts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +102,21 @@ class WinRateState:
         }, indent=1)  # fmt: skip
 
 
+def load_state(path: Path) -> WinRateState | None:
+    """A state written by `WinRateState.to_json` (the gateway's `winrate-current.json`); None when the file is missing
+    or cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        cells = {
+            (c["task"], c["model"]): Cell(float(c["successes"]), float(c["failures"]), int(c["observations"]),
+                                          c.get("latency_ms"), c.get("cost_usd"))
+            for c in data["cells"]
+        }  # fmt: skip
+        return WinRateState(cells, str(data["version"]), float(data["computed_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def aggregate(observations: Iterable[Observation], settings: WinRateSettings, now: float | None = None) -> WinRateState:
     """Recency-weighted evidence per (task, model) and per model over all tasks, from any order of observations."""
     now = time.time() if now is None else now
@@ -160,7 +168,6 @@ class WinRateRouter(StaticRulesRouter):
         context = context or RouterContext()
         self._state = cast(Callable[[], WinRateState], state or context.winrate or WinRateState)
         self._settings = registry.learning.winrate
-        self._rng = np.random.default_rng(context.seed if context.seed else None)
         self._shifts: dict[tuple[str, str], float] = {}
         """(state version, task) -> task_shift: computed once per aggregation."""
 
@@ -192,91 +199,31 @@ class WinRateRouter(StaticRulesRouter):
         measured = self._state().cell(task, model.name).latency_ms
         return measured if measured is not None else model.latency_ms
 
+    label = "win rates"
+
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
     ) -> RouteDecision | None:
-        greedy = self.greedy_route(request, task, candidates)
-        return None if greedy is None else self.explore(greedy, request, task)[0]
-
-    def greedy_route(
-        self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
-    ) -> RouteDecision | None:
-        """The best posterior-mean utility, without exploration."""
+        """The best cautious-quality utility; exploration is a policy around the chain (`policies.Exploration`)."""
         greedy = super().route(request, task, candidates)
         if greedy is None:
             return None
         cell = self._state().cell(task.task, greedy.model)
-        reason = greedy.reason.replace("static rules", "win rates", 1) + (
+        reason = greedy.reason + (
             f"; {greedy.model} won {cell.successes:.1f} of {cell.weight:.1f} recent weighted verdicts on {task.task} "
             f"(confidence {confidence(cell.observations, self._settings.confidence_midpoint):.2f})"
         )
-        return replace(greedy, reason=reason, router=self.name, router_version=self.version)
-
-    def guard(
-        self, decision: RouteDecision, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
-    ) -> RouteDecision:
-        """Drift guard for a decision of another router (e.g. `learned`, which learns slowly from all history):
-        when the chosen model's recent win rate on this task fell far below what that router predicted, the win
-        rates decide instead."""
-        chosen = next((c for c in decision.alternatives if c.model == decision.model), None)
-        model = self._registry.model(decision.model)
-        cell = self._state().cell(task.task, decision.model)
-        if chosen is None or model is None or cell.observations < GUARD_MIN_OBSERVATIONS:
-            return decision
-        recent = self._quality(model, task.task)
-        if recent >= chosen.quality - GUARD_MARGIN:
-            return decision
-        greedy = self.greedy_route(request, task, candidates)
-        if greedy is None or greedy.model == decision.model:
-            return decision
-        reason = (
-            f"drift guard: {decision.model}'s recent win rate on {task.task} is {recent:.2f}, "
-            f"{decision.router} predicted {chosen.quality:.2f}; {greedy.reason}"
-        )
         return replace(greedy, reason=reason)
 
-    def explore(
-        self, decision: RouteDecision, request: ChatRequest, task: Classification
-    ) -> tuple[RouteDecision, dict[str, float]]:
-        """Keep `decision` (the greedy choice, from this or another router) or, within the exploration budget,
-        replace it by a Thompson draw. Returns the decision, whose propensity is the chosen model's probability,
-        and every candidate's probability under this mixture (they sum to 1)."""
-        probabilities, draw = self._thompson(decision, request, task)
-        explored = self._rng.random() < self._settings.exploration
-        chosen = draw if explored else decision.model
-        if chosen == decision.model:
-            return replace(decision, propensity=probabilities[chosen]), probabilities
-        first = next(c for c in decision.alternatives if c.model == chosen)
-        rest = tuple(c for c in decision.alternatives if c.model != chosen)
-        explored_decision = replace(
-            decision,
-            model=chosen,
-            alternatives=(first, *rest),
-            propensity=probabilities[chosen],
-            reason=f"explored by Thompson sampling ({probabilities[chosen]:.2f} chance): {chosen} instead of "
-            f"{decision.model}; {decision.reason}",
-        )
-        return explored_decision, probabilities
+    def observations(self, task: str, model: str) -> int:
+        """Verdicts on `model` for `task` in the current state."""
+        return self._state().cell(task, model).observations
 
-    def _thompson(
-        self, decision: RouteDecision, request: ChatRequest, task: Classification
-    ) -> tuple[dict[str, float], str]:
-        """Choice probabilities of the mixture, and one Thompson draw's choice."""
-        options = [c for c in decision.alternatives if self._registry.model(c.model) is not None]
-        epsilon = self._settings.exploration
-        if len(options) < 2 or epsilon == 0.0:
-            return {decision.model: 1.0}, decision.model
-        weight = self._registry.preferences[request.preference].quality_weight
-        names = [c.model for c in options]
-        posteriors = np.array([
-            self._posterior(task.task, self._registry.model(n))  # type: ignore[arg-type]
-            for n in names
-        ])  # fmt: skip
-        # The utility without its quality term (cost, latency, bonuses), whichever router scored the candidates.
-        base = np.array([c.score for c in options]) - weight * np.array([c.quality for c in options])
-        draws = self._rng.beta(posteriors[:, 0], posteriors[:, 1], size=(THOMPSON_DRAWS, len(names)))
-        winners = np.argmax(base + weight * draws, axis=1)
-        share = np.bincount(winners, minlength=len(names)) / THOMPSON_DRAWS
-        probabilities = {n: epsilon * float(share[k]) for k, n in enumerate(names)}
-        probabilities[decision.model] = probabilities.get(decision.model, 0.0) + (1.0 - epsilon)
-        return probabilities, names[int(winners[0])]
+    def cautious_quality(self, model: ModelEntry, task: str) -> float:
+        return self._quality(model, task)
+
+    def posterior(self, task: str, model: ModelEntry) -> tuple[float, float]:
+        return self._posterior(task, model)
+
+    def quality_weight(self, preference: str) -> float:
+        return self._registry.preferences[preference].quality_weight

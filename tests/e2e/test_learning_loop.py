@@ -101,7 +101,7 @@ def test_the_trainer_runs_champion_challenger_in_the_background(
 
 
 def test_tuned_thresholds_are_swapped_in_while_serving(start_gateway: Callable[..., Gateway], upstream: Upstream) -> None:
-    from proxy.tuning import ARTIFACT_FORMAT, POINTER_FILE
+    from router_plugins.thresholds import ARTIFACT_FORMAT, POINTER_FILE
 
     gateway = start_gateway(registry_text(upstream))
     client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")

@@ -20,7 +20,7 @@ from .conftest import Gateway, Upstream, registry_text
 pytestmark = pytest.mark.e2e
 
 CORRECTIONS_TIMEOUT_S = 15.0
-"""Feedback labels are reloaded every 5 s (proxy.app.REFIT_CHECK_S), then the runtime is rebuilt."""
+"""Feedback labels are reloaded every 5 s (proxy.gateway.REFIT_CHECK_S), then the runtime is rebuilt."""
 PICKUP_TIMEOUT_S = 15.0
 """A new text-model file is swapped in at the next artifact check (every 2 s)."""
 

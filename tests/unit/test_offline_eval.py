@@ -10,6 +10,7 @@ import pytest
 
 from proxy.cli import main
 from proxy.evaluation.offline import evaluate_cv, evaluate_split, fit_router, predict, with_classifier_tasks
+from router_plugins.datadir import DataDir
 from router_plugins.outcomes import OutcomeSet, kfold_indices, load_outcomes
 from router_plugins.routers import Prediction, PromptBatch, RouterTable
 from router_plugins.routers.predictive import BestSingleRouter
@@ -240,15 +241,15 @@ def test_cli_tasks_default_to_the_served_classifier(
 ) -> None:  # fmt: skip
     import proxy.evaluation.tasks
 
-    asked: list[tuple[Path | None, Path | None]] = []
+    asked: list[tuple[Path | None, DataDir | None]] = []
 
-    def served_classifier(config: Path | None = None, data_dir: Path | None = None) -> FakeClassifier:
+    def served_classifier(config: Path | None = None, data_dir: DataDir | None = None) -> FakeClassifier:
         asked.append((config, data_dir))
         return FakeClassifier()
 
     monkeypatch.setattr(proxy.evaluation.tasks, "served_classifier", served_classifier, raising=False)
     report = _cli_report(tmp_path, "--config", "some/registry.yaml")
-    assert asked == [(Path("some/registry.yaml"), Path("autoroute-data").resolve())], "no config: the default dir"
+    assert asked == [(Path("some/registry.yaml"), DataDir(Path("autoroute-data")))], "no config: the default dir"
     assert report["tasks"] == "classifier" and report["task_agreement"] == AGREEMENT
     assert set(report["per_task"]) == {"math", "writing"} and report["per_task"]["writing"]["n_test"] == 2
     expected = evaluate_split("static-rules", with_fake_tasks(train), with_fake_tasks(test_set))

@@ -76,7 +76,7 @@ def _request(i: int) -> ChatRequest:
 
 async def _chats(store: HangingStore) -> tuple[float, float, Recorder]:
     """CHATS requests through the pipeline, CONCURRENCY at a time; returns (seconds, longest loop stall, recorder)."""
-    runtime = build_runtime(parse_registry(REGISTRY), None, lambda m: True)
+    runtime = build_runtime(parse_registry(REGISTRY))
     recorder = Recorder(store, batch_size=10, flush_interval_ms=1)  # type: ignore[arg-type]
     await recorder.start()
     pipeline = Pipeline(lambda: runtime, InstantForwarder(), recorder)  # type: ignore[arg-type]

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import ApiError
+from proxy.errors import ApiError, backends_failed, routing_error
 from proxy.events import DecisionRecord, PerformanceRecord, Record
 from proxy.forward import StreamHandle, UpstreamError, Usage
-from proxy.pipeline import Completed, Pipeline, Streaming
+from proxy.pipeline import BackendsFailed, Completed, Pipeline, Streaming
 from proxy.recorder import Recorder
 from proxy.runtime import build_runtime
+from router_plugins.errors import RoutingError
 from router_plugins.registry import ModelEntry, parse_registry
 from router_plugins.types import ChatRequest
 
@@ -76,7 +77,7 @@ def _run(
     forwarder: ScriptedForwarder, request: ChatRequest, registry_yaml: str = REGISTRY
 ) -> tuple[Completed | Streaming | ApiError, list[Record]]:
     registry = parse_registry(registry_yaml)
-    runtime = build_runtime(registry, None, lambda m: True)
+    runtime = build_runtime(registry)
     store = ListStore()
 
     async def go() -> Completed | Streaming | ApiError:
@@ -88,8 +89,10 @@ def _run(
             if isinstance(result, Streaming):
                 async for _ in result.chunks:  # type: ignore[attr-defined]
                     pass
-        except ApiError as exc:
-            result = exc
+        except RoutingError as exc:  # mapped as the app's exception handlers map them
+            result = routing_error(exc)
+        except BackendsFailed as exc:
+            result = backends_failed(exc.errors, exc.headers)
         await recorder.stop()
         return result
 
@@ -182,9 +185,9 @@ def _classified_layer(server: FakeServer, text: str) -> tuple[str, str]:
     from router_plugins.classify import KeywordLayer, TaskClassifier
 
     registry = parse_registry(REGISTRY.replace("router:", "tasks:\n  - {name: chat, keywords: [hello]}\n  - {name: math}\nrouter:\n  fallback_task: chat"))
-    runtime = build_runtime(registry, None, lambda m: True)
+    runtime = build_runtime(registry)
     classifier = TaskClassifier([(KeywordLayer(registry.tasks), 0.5), (FakeEmbeddingLayer(), 0.5)], "chat")
-    runtime = dataclasses.replace(runtime, classifier=classifier)
+    runtime = dataclasses.replace(runtime, engine=dataclasses.replace(runtime.engine, classifier=classifier))
     pipeline = Pipeline(lambda: runtime, ScriptedForwarder({}), Recorder(ListStore()), server)  # type: ignore[arg-type]
     classification = asyncio.run(pipeline._classify(runtime, text))
     return classification.task, classification.layer

@@ -31,7 +31,7 @@ def has_credentials(env: Mapping[str, str]) -> Callable[[ModelEntry], bool]:
 
 
 def runtime_for(registry: Registry, env: Mapping[str, str] | None = None) -> Runtime:
-    return build_runtime(registry, None, has_credentials(env or {}))
+    return build_runtime(registry, has_credentials(env or {}))
 
 
 # -- build_runtime -------------------------------------------------------------------------------------------------
@@ -52,7 +52,9 @@ def test_models_with_their_key_set_are_available() -> None:
 def test_runtime_holds_the_static_router_and_a_classifier() -> None:
     runtime = runtime_for(parse_registry(CONFIG))
 
-    assert [r.name for r in runtime.routers] == ["static-rules"]
+    learned, static = runtime.engine.chain
+    assert (learned.name, static.name) == ("learned", "static-rules")
+    assert learned.status == "no learned-router artifact yet", "in the chain, saying why it cannot decide yet"  # type: ignore[attr-defined]
     assert runtime.classifier.layer_names == ("keywords",)  # no embedder given
     assert runtime.classifier.classify("Traceback (most recent call last):\n KeyError: 'id'").task == "debugging"
 
@@ -192,7 +194,7 @@ def test_an_edit_whose_runtime_cannot_be_built_keeps_the_last_good_runtime(confi
     def rebuild(registry: Registry) -> Runtime:
         if registry.model("extra") is not None:
             raise re.error("a surprise from deep inside a build")
-        return build_runtime(registry, None, lambda m: True)
+        return build_runtime(registry)
 
     holder = RuntimeHolder(config, rebuild(load_registry(config)), rebuild)
     good = holder.current

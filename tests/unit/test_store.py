@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from proxy.events import DecisionRecord, FeedbackRecord, PerformanceRecord
-from proxy.store import SQLiteStore, open_store
+from proxy.store import SQLiteStore, open_store, routing_rule_rows
+from router_plugins.registry import parse_registry
 
 
 def decision(request_id: str = "req-1", **kw: Any) -> DecisionRecord:
@@ -357,3 +358,44 @@ def test_task_labels_take_the_newest_label_of_each_prompt(store: SQLiteStore) ->
     ])  # fmt: skip
     assert sorted(store.task_labels()) == [("fix my loop", "debugging"), ("integrate x squared", "math")]
     assert store.labelled_outcomes()[0]["quality"] == 0.9, "a task label alone is not a score"
+
+
+RULES_CONFIG = """\
+models:
+  - {name: a, litellm_params: {model: openai/a}}
+  - {name: b, litellm_params: {model: openai/b}}
+  - {name: c, litellm_params: {model: openai/c}}
+tasks: [{name: coding}, {name: math}, {name: chat}]
+router: {fallback_task: chat}
+routing_rules:
+  - task: coding
+    candidates:
+      - {model: b, priority: 2, is_specialized: true, min_quality_score: 0.5}
+      - {model: a}
+      - {model: c, enabled: false}
+  - {task: math, enabled: false, candidates: [{model: a}]}
+"""
+
+
+def test_routing_rule_rows_are_the_rules_in_force() -> None:
+    rows = routing_rule_rows(parse_registry(RULES_CONFIG))
+    unadjusted = {"priority": 1, "is_specialized": False, "min_quality_score": None, "max_cost_per_1k": None}
+    assert rows == [
+        {"task": "coding", "model": "b", "source": "config",
+         "adjustment": {**unadjusted, "priority": 2, "is_specialized": True, "min_quality_score": 0.5}},
+        {"task": "coding", "model": "a", "source": "config", "adjustment": unadjusted},
+    ], "config order; disabled rules and candidates are not in force"  # fmt: skip
+
+
+def test_routing_rules_of_a_registry_version_are_stored_once(store: SQLiteStore) -> None:
+    registry = parse_registry(RULES_CONFIG)
+    rows = routing_rule_rows(registry)
+    store.save_routing_rules(registry.version, rows)
+    store.save_routing_rules(registry.version, rows)  # the same registry loaded again
+    store.save_routing_rules("older", rows[1:])
+
+    saved = store.routing_rules(registry.version)
+    assert [{k: r[k] for k in ("task", "model", "adjustment", "source")} for r in saved] == rows
+    assert all(r["version"] == registry.version and r["created_at"] > 0 for r in saved)
+    assert [r["version"] for r in store.routing_rules()] == [registry.version] * 2 + ["older"]
+    assert store.routing_rules("unknown") == []

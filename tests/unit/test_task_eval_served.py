@@ -16,9 +16,9 @@ from proxy.cli import main
 from proxy.evaluation.tasks import evaluate_tasks, served_classifier
 from proxy.events import DecisionRecord, FeedbackRecord
 from proxy.store import open_store
-from proxy.training import ARTIFACTS, DB_FILE
 from router_plugins.classify.assembly import transformer_inline
 from router_plugins.classify.static_embedding import TABLE_FILE
+from router_plugins.datadir import DataDir
 from router_plugins.language import detect_language
 from router_plugins.registry import parse_registry
 
@@ -68,7 +68,7 @@ def test_cli_reports_every_key_and_the_served_classifiers_accuracy(config: Path,
     assert set(report["layers"]) <= {"text_model", "fallback"} and report["needed_embedding"] == 0.0
     assert sum(row["support"] for row in report["per_label"].values()) == len(RECORDS)
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
-    assert not (tmp_path / "data" / ARTIFACTS / TABLE_FILE).exists(), "no static table while the text model serves"
+    assert not DataDir(tmp_path / "data").path(TABLE_FILE).exists(), "no static table while the text model serves"
 
 
 def test_feedback_in_the_data_dir_corrects_what_eval_scores(config: Path, tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_feedback_in_the_data_dir_corrects_what_eval_scores(config: Path, tmp_pa
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps(r) + "\n" for r in [wrong, *RECORDS[1:]]), encoding="utf-8")
     before = evaluate_tasks(test, config, data_dir)
-    store = open_store(str(data_dir / DB_FILE))
+    store = open_store(str(DataDir(data_dir).db))
     store.write_batch([decision("r1", str(wrong["text"])), FeedbackRecord("r1", 2.0, None, extra={"task": "chat"})])
     store.close()
 

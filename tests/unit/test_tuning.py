@@ -12,17 +12,10 @@ import pytest
 from proxy.cli import main
 from proxy.events import DecisionRecord, FeedbackRecord
 from proxy.store import SQLiteStore
-from proxy.tuning import (
-    POINTER_FILE,
-    apply_thresholds,
-    current_thresholds,
-    layer_events,
-    load_tuned_thresholds,
-    save_thresholds,
-    tune,
-)
+from proxy.tuning import current_thresholds, layer_events, save_thresholds, tune
 from router_plugins.classify import build_classifier
 from router_plugins.registry import LiteLLMParams, ModelEntry, Registry, TaskType
+from router_plugins.thresholds import POINTER_FILE, apply_thresholds, load_tuned_thresholds
 
 SORTING = TaskType("sorting", keywords=("sort", "order by", "quicksort"))
 GREETING = TaskType("greeting", keywords=("hello", "good morning"))

@@ -8,8 +8,9 @@ import pytest
 
 from router_plugins.registry import LiteLLMParams, ModelEntry, Registry, WinRateSettings
 from router_plugins.routers import RouterContext, WinRateRouter
+from router_plugins.routers.policies import Choice, DriftGuard, Exploration
 from router_plugins.routers.winrate import ANY_TASK, Observation, WinRateState, aggregate, confidence
-from router_plugins.types import ChatRequest, Classification
+from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
 
 SETTINGS = WinRateSettings(prior_strength=4.0, half_life_events=10.0, window_s=1000.0, exploration=0.2)
 
@@ -87,47 +88,56 @@ def test_learned_win_rates_change_the_greedy_choice() -> None:
 def test_propensities_sum_to_one_and_match_how_often_each_model_is_chosen() -> None:
     task = Classification("math", 1.0, "keywords")
     router = _router(WinRateState(), exploration=0.3, seed=1)
-    greedy = router.greedy_route(_request(), task, router._registry.models)
+    models = router._registry.models
+    greedy = router.route(_request(), task, models)
     assert greedy is not None
-    _, probabilities = router.explore(greedy, _request(), task)
+    explore = Exploration(router, 0.3, seed=1)
+    probabilities = explore.apply(Choice.certain(greedy), _request(), task, models).probabilities
     assert sum(probabilities.values()) == pytest.approx(1.0)
     assert probabilities[greedy.model] >= 0.7, "the greedy model keeps at least 1 − exploration"
     counts: dict[str, int] = {}
     n = 3000
     for _ in range(n):
-        decision, _ = router.explore(greedy, _request(), task)
+        decision = explore.apply(Choice.certain(greedy), _request(), task, models).decision
         counts[decision.model] = counts.get(decision.model, 0) + 1
         assert 0 < decision.propensity <= 1
     for name, p in probabilities.items():
         assert counts.get(name, 0) / n == pytest.approx(p, abs=0.04)
-    explored = next(d for d in (router.explore(greedy, _request(), task)[0] for _ in range(200)) if d.model != greedy.model)
+    draws = (explore.apply(Choice.certain(greedy), _request(), task, models).decision for _ in range(200))
+    explored = next(d for d in draws if d.model != greedy.model)
     assert explored.alternatives[0].model == explored.model and "Thompson" in explored.reason
 
 
 def test_no_exploration_budget_means_propensity_one() -> None:
     task = Classification("math", 1.0, "keywords")
     router = _router(WinRateState(), exploration=0.0)
-    decisions = {router.route(_request(), task, router._registry.models).model for _ in range(50)}
-    assert decisions == {"a"}
+    models = router._registry.models
+    greedy = router.route(_request(), task, models)
+    assert greedy is not None
+    choices = [Exploration(router, 0.0).apply(Choice.certain(greedy), _request(), task, models) for _ in range(50)]
+    assert {(c.decision.model, c.decision.propensity) for c in choices} == {("a", 1.0)}
 
 
 def test_the_drift_guard_overrules_a_stale_prediction() -> None:
-    from router_plugins.types import RouteDecision, ScoredCandidate
-
     task = Classification("math", 1.0, "keywords")
     learned = RouteDecision("a", "learned says a", "learned", "v1",
                             (ScoredCandidate("a", 0.9, 0.9, 0.001, 100.0), ScoredCandidate("b", 0.5, 0.5, 0.001, 100.0)))  # fmt: skip
     few = [Observation(float(t), "math", "a", 0.0) for t in range(5)]
     router = _router(aggregate(few, SETTINGS, now=5.0), exploration=0.0)
-    assert router.guard(learned, _request(), task, router._registry.models) is learned, "too few verdicts to overrule"
+    chosen = Choice.certain(learned)
+
+    def guard(router: WinRateRouter) -> RouteDecision:
+        return DriftGuard(router).apply(chosen, _request(), task, router._registry.models).decision
+
+    assert guard(router) is learned, "too few verdicts to overrule"
     many = [Observation(float(t), "math", "a", 0.0) for t in range(30)]
     many += [Observation(float(t), "math", "b", 0.7) for t in range(10)]  # explored now and then: still fine
     router = _router(aggregate(many, SETTINGS, now=30.0), exploration=0.0)
-    guarded = router.guard(learned, _request(), task, router._registry.models)
+    guarded = guard(router)
     assert guarded.model != "a" and guarded.reason.startswith("drift guard") and guarded.router == "winrate"
     good = [Observation(float(t), "math", "a", 1.0) for t in range(30)]
     router = _router(aggregate(good, SETTINGS, now=30.0), exploration=0.0)
-    assert router.guard(learned, _request(), task, router._registry.models) is learned
+    assert guard(router) is learned
 
 
 def test_untried_models_start_from_what_the_task_showed_not_an_optimistic_default() -> None:

@@ -1,0 +1,291 @@
+"""The gateway's parts and their lifecycle: what `create_app`'s lifespan starts and stops.
+
+`Gateway.start()` loads the config, opens the data directory's store, builds the first runtime (the routing engine of
+`router_plugins.assembly`, as the LiteLLM plugin builds it) and starts the background jobs:
+
+| job              | what it does                                                                                    |
+|------------------|-------------------------------------------------------------------------------------------------|
+| config-reload    | every 2 s: a changed config or learned artifact is rebuilt in a thread and swapped in whole     |
+| warm-up          | once: the static embedding table (distilled at the first start), then the transformer if inline |
+| classifier-refit | with the transformer inline: refits layers 3-4 when none exists, the tasks changed, or feedback |
+| corrections      | every 5 s: tasks named by feedback become the classifier's corrections                          |
+| win-rates        | every `learning.aggregate_interval_s`: win rates recomputed from the store                      |
+| trainer          | every `learning.train_interval_s`: a challenger learned router trained and judged off-policy    |
+
+Every rebuild runs in a worker thread, one at a time (the holder's lock): the event loop never waits for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from router_plugins.assembly import Parts
+from router_plugins.classify import StaticEmbedder
+from router_plugins.classify.assembly import ClassifierSources, transformer_inline
+from router_plugins.classify.model import MODEL_FILE, TaskModel
+from router_plugins.classify.static_embedding import TABLE_FILE
+from router_plugins.datadir import DataDir
+from router_plugins.registry import Registry, load_registry
+from router_plugins.routers import RouterContext
+from router_plugins.routers.learned import POINTER_FILE
+from router_plugins.serving import EmbeddingServer
+from router_plugins.thresholds import POINTER_FILE as THRESHOLDS_POINTER
+
+from .forward import Forwarder
+from .jobs import Job, periodic
+from .learning import LearningLoop
+from .pipeline import Pipeline
+from .recorder import Recorder
+from .runtime import Runtime, RuntimeHolder, build_runtime
+from .store import Store, open_store, routing_rule_rows
+
+log = logging.getLogger(__name__)
+
+REFIT_CHECK_S = 5.0
+LABEL_COUNT_S = 30.0
+REFIT_RETRY_S = 300.0
+REFIT_AFTER_LABELS = 20
+"""Feedback that names this many new request tasks refits the classifier's layers 3-4 while serving."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    config_path: Path
+    data_dir: Path | None = None
+    """Overrides `storage.data_dir` of the config."""
+    watch_config: bool = True
+
+
+@dataclass
+class Services:
+    """What the routes use; lives on `app.state.services` for the app's lifetime."""
+
+    holder: RuntimeHolder
+    pipeline: Pipeline
+    recorder: Recorder
+    store: Store
+    data_dir: Path
+    embeddings: str = "ok"
+    """`building` while the static embedding table is being distilled in the background."""
+    task_model: str = "off"
+    """The classifier's layers 3-4: `fitting` at first start, `ok`; `off` when disabled or off the request path
+    (a CPU without `transformer_budget_ms`)."""
+    learning: LearningLoop | None = None
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+
+def data_dir_for(registry: Registry, settings: AppSettings) -> DataDir:
+    return DataDir.resolve(registry, settings.data_dir)
+
+
+class Gateway:
+    """Owns the gateway's parts: the shared models, the store, the runtime holder, the recorder, the pipeline and the
+    background jobs. Built by `start()`, torn down by `stop()`."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self.jobs: dict[str, Job] = {}
+        self.embedder: StaticEmbedder | None = None
+        self.task_model: TaskModel | None = None
+        self.feedback_labels: list[tuple[str, str]] = []
+        self.server: EmbeddingServer | None = None
+        self._rules_version: str | None = None
+        self._transformer_ready = asyncio.Event()
+
+    async def start(self) -> Services:
+        settings = self.settings
+        registry = load_registry(settings.config_path)
+        self.forwarder = forwarder = await asyncio.to_thread(Forwarder)
+        await forwarder.warm_up()
+        registry = forwarder.resolve_prices(registry)
+        self.data = data = data_dir_for(registry, settings).ensure()
+        classifier_settings = registry.router.classifier
+        wants_table = classifier_settings.static_embedding.enabled
+        if wants_table and data.path(TABLE_FILE).exists():
+            try:
+                self.embedder = await asyncio.to_thread(StaticEmbedder.load, data.path(TABLE_FILE))
+            except Exception as exc:  # noqa: BLE001 - a damaged table is built again by the warm-up job
+                log.error("the static embedding table %s cannot be read (%s); it is built again", data.path(TABLE_FILE),
+                          exc)  # fmt: skip
+        self.sources = ClassifierSources(data.artifacts)
+        self.inline = transformer_inline(classifier_settings)
+        if self.inline:
+            self.task_model = await asyncio.to_thread(self.sources.task_model)
+        self.store = store = open_store(str(data.db))
+        self.feedback_labels = await asyncio.to_thread(store.task_labels)
+        self.learning = LearningLoop(lambda: self.holder.current.registry, store, data.artifacts, self._router_context)
+        self.holder = holder = RuntimeHolder(settings.config_path, await asyncio.to_thread(self.build, registry),
+                                             self.build)  # fmt: skip
+        holder.watch_artifacts((data.path(POINTER_FILE), data.path(THRESHOLDS_POINTER), *self.sources.pointers()))
+        storage = registry.storage
+        self.recorder = Recorder(store, queue_size=storage.queue_size, batch_size=storage.batch_size,
+                                 flush_interval_ms=storage.flush_interval_ms)  # fmt: skip
+        await self.recorder.start()
+        # MiniLM serves layers 3-4 only where they may run inline (a GPU, or a CPU with a budget); elsewhere it
+        # would cost a core at first start and memory for nothing the request path uses.
+        self.server = EmbeddingServer() if self.inline else None
+        self.pipeline = Pipeline(lambda: holder.current, forwarder, self.recorder,
+                                 embed_budget_ms=classifier_settings.transformer_budget_ms)  # fmt: skip
+        self.services = Services(holder, self.pipeline, self.recorder, store, data.root, learning=self.learning,
+                                 jobs=self.jobs)  # fmt: skip
+        self.services.embeddings = "ok" if self.embedder is not None or not wants_table else "building"
+        self.services.task_model = "off" if self.server is None else ("loading" if self.task_model else "fitting")
+        self._start_jobs()
+        log.info("autoroute ready: %d models (%d usable), data in %s", len(registry.models),
+                 len(holder.current.available), data.root)  # fmt: skip
+        return self.services
+
+    def _start_jobs(self) -> None:
+        learning = self.learning
+        jobs = [
+            Job("warm-up", self._warm_up),
+            Job("corrections", periodic(self._refresh_corrections, lambda: REFIT_CHECK_S, "refreshing corrections")),
+            Job(
+                "win-rates",
+                periodic(learning.aggregate_once, learning.aggregate_interval_s, "win-rate aggregation", at_once=True),
+            ),  # fmt: skip
+            Job("trainer", periodic(learning.train_when_due, learning.train_interval_s, "training the learned router")),
+        ]
+        if self.settings.watch_config:
+            jobs.append(Job("config-reload", self.holder.watch))
+        if self.server is not None:
+            jobs.append(Job("classifier-refit", self._refit_classifier))
+        for job in jobs:
+            self.jobs[job.name] = job
+            job.start()
+
+    async def stop(self) -> None:
+        for job in reversed(list(self.jobs.values())):
+            await job.stop()
+        if self.server is not None:
+            await self.server.close()
+        await self.recorder.stop()
+        self.store.close()
+        stats = self.recorder.stats
+        log.info("recorder stopped: %d written, %d dropped, %d lost", stats.written, stats.dropped, stats.lost)
+
+    # -- the runtime ------------------------------------------------------------------------------------------
+
+    def build(self, registry: Registry) -> Runtime:
+        """The runtime for `registry` from the current parts. Runs in a worker thread (the holder serialises it)."""
+        if self.inline and self.task_model is not None:
+            self.task_model = self.sources.task_model() or self.task_model  # `autoroute train-classifier` output
+        parts = Parts(self.embedder, self.sources.text_model(), self.task_model,
+                      self.sources.corrections(self.feedback_labels, registry), self.learning.current)  # fmt: skip
+        runtime = build_runtime(self.forwarder.resolve_prices(registry), self.forwarder.has_credentials,
+                                self.data.artifacts, parts)  # fmt: skip
+        self._record_rules(runtime.source)
+        return runtime
+
+    def _record_rules(self, registry: Registry) -> None:
+        """The routing rules in force, written to `model_routing_rules` once per registry version."""
+        if registry.version == self._rules_version:
+            return
+        try:
+            self.store.save_routing_rules(registry.version, routing_rule_rows(registry))
+            self._rules_version = registry.version
+        except Exception:  # noqa: BLE001 - a record for people: never a reason not to serve
+            log.exception("the routing rules of registry %s were not recorded", registry.version)
+
+    def _router_context(self) -> RouterContext | None:
+        embedder = self.embedder
+        return RouterContext(static_embed=embedder.embed) if embedder is not None else None
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+
+    async def _refresh_corrections(self) -> None:
+        """Tasks named by feedback become corrections for that prompt and its near duplicates within seconds."""
+        fresh = await asyncio.to_thread(self.store.task_labels)
+        if fresh != self.feedback_labels:
+            self.feedback_labels = fresh
+            await self.holder.refresh()
+            log.info("classifier corrections refreshed: %d prompts labelled by feedback", len(fresh))
+
+    async def _warm_up(self) -> None:
+        """The static embedding table (when it is wanted and missing or damaged), then the transformer (when inline).
+        The cheap layers serve meanwhile. One step after another: transformers' lazy imports are not thread safe."""
+        services = self.services
+        if services.embeddings == "building":
+            try:
+                self.embedder = await asyncio.to_thread(StaticEmbedder.load_or_build, self.data)
+                await self.holder.refresh()
+                services.embeddings = "ok"
+            except Exception as exc:  # noqa: BLE001 - the gateway keeps serving on its other layers
+                log.exception("the static embedding table could not be built")
+                services.embeddings = f"failed: {type(exc).__name__}"
+        if self.server is None:
+            return
+        try:
+            await self.server.start()
+        except Exception as exc:  # noqa: BLE001 - the cheap layers keep serving
+            log.exception("the classifier's transformer model could not be loaded")
+            services.task_model = f"failed: {type(exc).__name__}"
+            return
+        self.pipeline.use_embeddings(self.server)
+        self._transformer_ready.set()
+
+    async def _refit_classifier(self) -> None:
+        """Refit layers 3-4 when there is none yet (first start, ~15 s), when the registry's tasks changed, or when
+        feedback has named enough new tasks; then swap it in. Checked every REFIT_CHECK_S."""
+        await self._transformer_ready.wait()
+        assert self.server is not None
+        services = self.services
+        fitted_labels, labels, counted_at = -1, 0, -LABEL_COUNT_S
+        while True:
+            current = self.task_model
+            registry = self.holder.current.registry
+            if time.monotonic() - counted_at >= LABEL_COUNT_S:  # a scan of the feedback table: not too often
+                labels, counted_at = len(await asyncio.to_thread(self.store.task_labels)), time.monotonic()
+            reason = ("none yet" if current is None else "the registry's tasks changed"
+                      if current.is_stale(registry.tasks) else "new task labels from feedback"
+                      if fitted_labels >= 0 and labels - fitted_labels >= REFIT_AFTER_LABELS else None)  # fmt: skip
+            if reason is not None:
+                services.task_model = "fitting"
+                log.info("fitting the task model: %s", reason)
+                try:
+                    self.task_model, fitted_labels = await self._fit_task_model(registry, self.server)
+                    await self.holder.refresh()
+                except Exception as exc:  # noqa: BLE001 - the last model (or the cheap layers) keeps serving
+                    log.exception("the task model could not be fitted")
+                    services.task_model = f"failed: {type(exc).__name__}"
+                    await asyncio.sleep(REFIT_RETRY_S)
+                    continue
+            elif fitted_labels < 0:
+                fitted_labels = labels
+            services.task_model = "ok"
+            await asyncio.sleep(REFIT_CHECK_S)
+
+    async def _fit_task_model(self, registry: Registry, server: EmbeddingServer) -> tuple[TaskModel, int]:
+        """Fit layers 3-4 on the registry's examples, the kept labelled prompts and the tasks feedback named,
+        embedding through the serving model; returns the model and how many feedback labels it used."""
+        from router_plugins.classify.model import fit_task_model
+
+        from .training import classifier_prompts
+
+        prompts = await asyncio.to_thread(classifier_prompts, self.data.root, self.store)
+        loop = asyncio.get_running_loop()
+        path = self.data.path(MODEL_FILE)
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            return asyncio.run_coroutine_threadsafe(server.embed(list(texts)), loop).result()
+
+        def fit() -> TaskModel:
+            model = fit_task_model(registry.tasks, prompts, embed)
+            model.save(path)
+            return model
+
+        model = await asyncio.to_thread(fit)
+        feedback = sum(p.origin == "feedback" for p in prompts)
+        log.info("task model fitted (%s prompts, %d named by feedback) and saved to %s", model.meta.get("prompts"),
+                 feedback, path)  # fmt: skip
+        return model, feedback
+
+
+__all__ = ["AppSettings", "Gateway", "Services", "data_dir_for"]

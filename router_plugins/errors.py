@@ -1,0 +1,54 @@
+"""Why a request cannot be routed: domain errors that the routing library raises and each host maps.
+
+The gateway turns them into OpenAI-style HTTP errors (`proxy/errors.py`); the LiteLLM plugin leaves such a request
+to LiteLLM. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class RoutingError(Exception):
+    """A request the router cannot route."""
+
+    retryable = False
+
+
+class ModelNotFound(RoutingError):
+    """A named model the registry does not have (or has disabled)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"no model named {model!r}")
+        self.model = model
+
+
+class ModelUnavailable(RoutingError):
+    """A named model the gateway has no credentials for."""
+
+    retryable = True
+
+    def __init__(self, model: str, api_key_env: str | None) -> None:
+        super().__init__(f"the model {model!r} is not usable: {api_key_env} is not set")
+        self.model = model
+        self.api_key_env = api_key_env
+
+
+class ConstraintsUnmet(RoutingError):
+    """No available model meets the request's own `max_cost_per_1k` / `min_quality`."""
+
+    def __init__(self, task: str, max_cost_per_1k: float | None, min_quality: float | None) -> None:
+        super().__init__(f"no model meets the constraints for task {task!r}")
+        self.task = task
+        self.max_cost_per_1k = max_cost_per_1k
+        self.min_quality = min_quality
+
+
+class NoBackendAvailable(RoutingError):
+    """Every model is disabled, lacks credentials, or cannot serve the request (tools, context window)."""
+
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__("no backend is available for this request")
+
+
+__all__ = ["ConstraintsUnmet", "ModelNotFound", "ModelUnavailable", "NoBackendAvailable", "RoutingError"]
