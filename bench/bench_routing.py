@@ -5,9 +5,10 @@
 (a) one short prompt at a time through the EmbeddingServer (and, for reference, straight into the model and from the
     server's cache); (b) texts/s with many concurrent callers, which is what micro-batching is for; (c) classify() of the
     cascade's cheap layers (keywords, static embedding) on real prompts; (d) the whole routing decision as the gateway
-    takes it for `model="auto"` (classify + the routers in order, over the registry of --config): with the default
-    cascade and the static-rules router, with a fitted learned router in front, and with the transformer layers forced
-    (MiniLM embedding, then layers 3-4). Every part is bounded in calls and in seconds.
+    takes it for `model="auto"` (the language, classify, then `RoutingEngine.route` over the registry of --config;
+    the engine built by the gateway's assembly): with the default cascade and no learned artifact (static rules
+    decide), with a fitted learned router, and with the transformer layers forced (MiniLM embedding, then layers 3-4).
+    Every part is bounded in calls and in seconds.
 """
 
 from __future__ import annotations
@@ -180,7 +181,9 @@ async def bench_embedding(args: argparse.Namespace, prompts: list[str]) -> dict[
 
 
 def bench_classify(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
-    from router_plugins.classify import StaticEmbedder, build_classifier
+    from router_plugins.assembly import Parts, served_classifier
+    from router_plugins.classify import StaticEmbedder
+    from router_plugins.classify.assembly import ClassifierSources
     from router_plugins.classify.static_embedding import TABLE_FILE
     from router_plugins.datadir import DataDir
     from router_plugins.registry import load_registry
@@ -190,11 +193,10 @@ def bench_classify(args: argparse.Namespace, prompts: list[str]) -> dict[str, An
          if DataDir(d).path(TABLE_FILE).exists()),
         REPO / "autoroute-data",
     )  # fmt: skip
-    from router_plugins.classify.assembly import ClassifierSources
-
     # As served on a CPU: the text model (the data dir's or the shipped one), no transformer layers.
-    text_model = ClassifierSources(DataDir(data_dir).artifacts).text_model()
-    classifier = build_classifier(load_registry(args.config), StaticEmbedder.load_or_build(data_dir), None, text_model)
+    artifacts = DataDir(data_dir).artifacts
+    parts = Parts(StaticEmbedder.load_or_build(data_dir), ClassifierSources(artifacts).text_model())
+    classifier = served_classifier(load_registry(args.config), artifacts, parts)
     sample = prompts[: args.classify]
     for p in sample[:20]:
         classifier.classify(p)
@@ -225,15 +227,18 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def bench_decision(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
-    """classify + route per prompt, the way Pipeline._decide does it for `auto` (same runtime, same router order)."""
+    """Per prompt, what Pipeline._decide does for `auto`: the language, classify, then `engine.route` (the chain and
+    its policies over the candidates serving the language), through the gateway's assembly."""
     import tempfile
 
-    from proxy.runtime import Runtime, build_runtime
+    from proxy.runtime import build_runtime
+    from router_plugins.assembly import Parts, RoutingEngine
     from router_plugins.classify import StaticEmbedder
     from router_plugins.classify.assembly import ClassifierSources
     from router_plugins.classify.model import MODEL_FILE, TaskModel
     from router_plugins.datadir import DataDir
     from router_plugins.embeddings import TransformerEmbedder
+    from router_plugins.language import detect_language
     from router_plugins.outcomes import OutcomeSet
     from router_plugins.registry import load_registry
     from router_plugins.routers import LearnedRouter, RouterContext
@@ -245,32 +250,27 @@ def bench_decision(args: argparse.Namespace, prompts: list[str]) -> dict[str, An
     data = DataDir(data_dir)
     model_path = data.path(MODEL_FILE)
     task_model = TaskModel.load(model_path) if model_path.exists() else None
-    text_model = ClassifierSources(data.artifacts).text_model()
+    served = Parts(static, ClassifierSources(data.artifacts).text_model())
     everyone = lambda m: True  # noqa: E731 - time every registry model as a candidate, keys or not
     # As served on a CPU: the text model, layers 3-4 off the request path; the forced row below adds them.
-    runtimes: dict[str, Runtime] = {"static-rules": build_runtime(registry, static, everyone, text_model=text_model)}
-    with tempfile.TemporaryDirectory() as artifacts:
+    engines: dict[str, RoutingEngine] = {"static-rules": build_runtime(registry, everyone, parts=served).engine}
+    with tempfile.TemporaryDirectory() as tmp:
         # A learned router fitted on synthetic outcomes over the registry's models: its cost does not depend on them.
+        artifacts = Path(tmp)
         rng = np.random.default_rng(0)
         names = [m.name for m in registry.models]
         train = prompts[:2000]
-        data = OutcomeSet([str(i) for i in range(len(train))], train, [None] * len(train), [None] * len(train), names,
-                          rng.uniform(0, 1, (len(train), len(names))), rng.uniform(1e-5, 1e-2, (len(train), len(names))))
+        outcomes = OutcomeSet([str(i) for i in range(len(train))], train, [None] * len(train), [None] * len(train),
+                              names, rng.uniform(0, 1, (len(train), len(names))),
+                              rng.uniform(1e-5, 1e-2, (len(train), len(names))))  # fmt: skip
         learned = LearnedRouter(registry, RouterContext(static_embed=static.embed))
-        learned.fit(data)
-        learned.save(Path(artifacts))
-        runtimes["learned"] = build_runtime(registry, static, everyone, artifacts=Path(artifacts), text_model=text_model)
+        learned.fit(outcomes)
+        learned.save(artifacts)
+        engines["learned"] = build_runtime(registry, everyone, artifacts, served).engine
         if task_model is not None:
-            runtimes["forced"] = build_runtime(registry, static, everyone, artifacts=Path(artifacts),
-                                               task_model=task_model)  # fmt: skip
+            forced = Parts(static, task_model=task_model)
+            engines["forced"] = build_runtime(registry, everyone, artifacts, forced).engine
     transformer = TransformerEmbedder() if task_model is not None else None
-
-    def route(runtime: Runtime, request: ChatRequest, classification: Any) -> Any:
-        for router in runtime.routers:
-            decision = router.route(request, classification, runtime.available)
-            if decision is not None:
-                return decision
-        return None
 
     sample = prompts[: args.decisions]
     out: dict[str, Any] = {"data_dir": str(data_dir), "task_model": task_model is not None,
@@ -278,20 +278,21 @@ def bench_decision(args: argparse.Namespace, prompts: list[str]) -> dict[str, An
     modes = [("default cascade + static rules", "static-rules", False), ("default cascade + learned", "learned", False)]
     if transformer is not None:
         modes.append(("transformer forced + learned", "forced", True))
-    for label, which, forced in modes:
-        runtime = runtimes[which]
+    for label, which, forced_embedding in modes:
+        engine = engines[which]
         latencies, routers, wants = [], {}, 0
         deadline = time.perf_counter() + args.budget
         for i, text in enumerate(sample):
             request = ChatRequest(f"bench-{i}", "auto", ({"role": "user", "content": text},))
             t0 = time.perf_counter()
-            classification = runtime.classifier.classify(text)
-            if forced:
+            language = detect_language(text)
+            classification = engine.classify(text)
+            wants += engine.classifier.wants_embedding(classification)
+            if forced_embedding:  # every prompt embedded, as if the cheap layers were never sure
                 vector = transformer.embed([text])[0]  # type: ignore[union-attr]
-                classification = runtime.classifier.classify(text, vector)
-            decision = route(runtime, request, classification)
+                classification = engine.classifier.resume(text, vector, classification)
+            decision = engine.route(request, classification, language).decision
             latencies.append(time.perf_counter() - t0)
-            wants += runtime.classifier.wants_embedding(classification)
             routers[decision.router] = routers.get(decision.router, 0) + 1
             if time.perf_counter() > deadline:
                 break
@@ -332,7 +333,7 @@ def table(r: dict[str, Any]) -> str:
     for name, s, note in rows:
         rate = s.get("per_s", 1000 / s["mean_ms"] if s["mean_ms"] else 0.0)
         lines.append(f"{name:<28}{s['n']:>6}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['mean_ms']:>10.3f}{rate:>10.0f}  {note}")
-    lines.append(f"routing decision (classify + route, {r['decision']['candidates']} candidates):")
+    lines.append(f"routing decision (language, classify, route; {r['decision']['candidates']} candidates):")
     for label, d in r["decision"].items():
         if isinstance(d, dict):
             lines.append(f"  {label:<32}{d['n']:>6}{d['p50_ms']:>10.3f}{d['p99_ms']:>10.3f}{d['mean_ms']:>10.3f}"

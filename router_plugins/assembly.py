@@ -165,10 +165,15 @@ def assemble(
     winrate = next((r for r in chain if isinstance(r, WinRateRouter)), None)
     if winrate is not None:
         policies = (DriftGuard(winrate), Exploration(winrate, registry.learning.winrate.exploration, parts.seed))
-    classifier = build_classifier(registry, parts.static_embedder, parts.task_model, parts.text_model,
-                                  parts.corrections)  # fmt: skip
-    return RoutingEngine(registry, classifier, chain, control, policies, available,
+    return RoutingEngine(registry, served_classifier(registry, None, parts), chain, control, policies, available,
                          frozenset(m.name for m in available))  # fmt: skip
+
+
+def served_classifier(registry: Registry, artifacts: Path | None, parts: Parts = Parts()) -> TaskClassifier:
+    """The classifier an engine on this registry and data directory serves, without its routers (for evaluation).
+    `artifacts` overlays the tuned thresholds; None when `registry` already has them."""
+    registry = with_tuned_thresholds(registry, artifacts)
+    return build_classifier(registry, parts.static_embedder, parts.task_model, parts.text_model, parts.corrections)
 
 
 def unit_hash(request_id: str) -> float:
@@ -176,4 +181,4 @@ def unit_hash(request_id: str) -> float:
     return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big") / 2**64
 
 
-__all__ = ["PASSTHROUGH_ROUTER", "Parts", "Routed", "RoutingEngine", "assemble", "unit_hash"]
+__all__ = ["PASSTHROUGH_ROUTER", "Parts", "Routed", "RoutingEngine", "assemble", "served_classifier", "unit_hash"]

@@ -34,6 +34,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from .assembly import Parts, RoutingEngine, assemble
 from .classify import StaticEmbedder
 from .classify.assembly import ClassifierSources
+from .datadir import DataDir
 from .errors import RoutingError
 from .language import detect_language
 from .registry import Registry, load_registry
@@ -54,8 +55,9 @@ class AutorouteCallback(CustomLogger):
     def __init__(self, config: str | Path | None = None, data_dir: str | Path | None = None) -> None:
         super().__init__()
         source = load_registry(config or os.environ.get("AUTOROUTE_CONFIG", "config.yaml"))
-        self.data_dir = Path(data_dir or source.storage.data_dir).expanduser()
-        artifacts = self.data_dir / "artifacts"
+        data = DataDir.resolve(source, data_dir)
+        self.data_dir = data.root
+        artifacts = data.artifacts
         # The static table (~30 s to distil at the first start; `autoroute build-embeddings` does it beforehand).
         embedder = None
         if source.router.classifier.static_embedding.enabled:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from router_plugins.classify import TaskClassifier
 from router_plugins.outcomes import OutcomeSet, kfold_indices
 from router_plugins.registry import LiteLLMParams, ModelEntry, Registry
 from router_plugins.routers import PromptBatch, RouterContext, RouterTable, TrainableRouter, default_table
-from router_plugins.types import Classification
 
 from . import metrics
 from .metrics import Point
@@ -21,7 +20,6 @@ from .metrics import Point
 LAMBDAS = (0.0, *np.logspace(-3, 3, 49).tolist())
 """Cost weights swept for the quality–cost curve, relative to the mean predicted cost: 0 ignores cost."""
 CPT_TARGETS = (0.5, 0.8)
-PROGRESS_EVERY = 1000
 
 
 def registry_for(data: OutcomeSet) -> Registry:
@@ -233,52 +231,23 @@ def embed_sets(sets: Sequence[OutcomeSet], embed: Callable[[Sequence[str]], np.n
             data.embeddings = embed(data.texts)
 
 
-class ServedClassifier(Protocol):
-    """What relabelling needs of the gateway's `router_plugins.classify.TaskClassifier`."""
-
-    @property
-    def embedding_layers(self) -> tuple[str, ...]: ...
-
-    def classify(self, text: str) -> Classification: ...
-
-    def wants_embedding(self, result: Classification) -> bool: ...
-
-    def resume(self, text: str, embedding: np.ndarray, previous: Classification) -> Classification: ...
-
-
 def classify_texts(
     texts: Sequence[str],
-    classifier: ServedClassifier,
+    classifier: TaskClassifier,
     *,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
-    """The task the gateway assigns to each distinct text.
-
-    As the gateway does: layers 1-2 for every text, then, when the cascade has layers 3-4 and `embed` is given, the
-    transformer embedding (batched) for the texts the cheap layers left unsure.
-    """
+    """The task the gateway assigns to each distinct text (`TaskClassifier.classify_batch`: the transformer embedding
+    only for the texts the cheap layers left unsure, when the cascade has layers 3-4 and `embed` is given)."""
     distinct = list(dict.fromkeys(texts))
-    results = []
-    started = time.perf_counter()
-    for done, text in enumerate(distinct, 1):
-        results.append(classifier.classify(text))
-        if progress is not None and done % PROGRESS_EVERY == 0:
-            progress(f"classified {done}/{len(distinct)} distinct prompts ({time.perf_counter() - started:.0f} s)")
-    if embed is not None and classifier.embedding_layers:
-        unsure = [i for i, result in enumerate(results) if classifier.wants_embedding(result)]
-        if unsure:
-            if progress is not None:
-                progress(f"embedding the {len(unsure)} prompts the cheap layers left unsure")
-            vectors = embed([distinct[i] for i in unsure])
-            for row, i in enumerate(unsure):
-                results[i] = classifier.resume(distinct[i], vectors[row], results[i])
+    results = classifier.classify_batch(distinct, embed, progress)
     return {text: result.task for text, result in zip(distinct, results)}
 
 
 def with_classifier_tasks(
     sets: Sequence[OutcomeSet],
-    classifier: ServedClassifier,
+    classifier: TaskClassifier,
     *,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: Callable[[str], None] | None = None,

@@ -10,13 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from router_plugins.classify import StaticEmbedder, TaskClassifier, build_classifier
+from router_plugins.classify import StaticEmbedder, TaskClassifier
 from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING as SKIPPED
 from router_plugins.classify.training import load_labelled as read_labelled
 from router_plugins.datadir import DataDir
 from router_plugins.language import detect_language
 from router_plugins.registry import load_registry
-from router_plugins.types import Classification
 
 
 def load_labelled(path: Path) -> list[dict[str, Any]]:
@@ -27,11 +26,14 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
 def served_classifier(config: Path | None = None, data_dir: Path | DataDir | None = None) -> TaskClassifier:
     """The cascade a gateway on this config and data directory serves once its first-start work is done.
 
-    The same sources as the gateway (`ClassifierSources`): the data directory's text model or the shipped one,
-    the corrections from the store's feedback, and layers 3-4 only where the gateway runs them inline (a GPU, or
-    `transformer_budget_ms`), fitted here as the first start would when they are missing. `data_dir` defaults to the
-    config's `storage.data_dir`, resolved as `autoroute serve` resolves it.
+    Built by the gateway's assembly (`router_plugins.assembly`: the tuned thresholds overlaid) from the same sources
+    (`ClassifierSources`): the data directory's text model or the shipped one, the corrections from the store's
+    feedback, and layers 3-4 only where the gateway runs them inline (a GPU, or `transformer_budget_ms`), fitted here
+    as the first start would when they are missing. `data_dir` defaults to the config's `storage.data_dir`, resolved
+    as `autoroute serve` resolves it.
     """
+    from router_plugins.assembly import Parts
+    from router_plugins.assembly import served_classifier as assembled_classifier
     from router_plugins.classify.assembly import ClassifierSources, transformer_inline
     from router_plugins.classify.model import MODEL_FILE, fit_task_model
     from router_plugins.embeddings import EmbeddingCache
@@ -63,7 +65,8 @@ def served_classifier(config: Path | None = None, data_dir: Path | DataDir | Non
     finally:
         if store is not None:
             store.close()
-    return build_classifier(registry, embedder, task_model, text_model, sources.corrections(labels, registry))
+    parts = Parts(embedder, text_model, task_model, sources.corrections(labels, registry))
+    return assembled_classifier(registry, datadir.artifacts, parts)
 
 
 def evaluate_tasks(test: Path, config: Path, data_dir: Path | DataDir | None = None) -> dict[str, Any]:
@@ -75,23 +78,14 @@ def evaluate_tasks(test: Path, config: Path, data_dir: Path | DataDir | None = N
     return score_classifier(classifier, load_labelled(test), embed)
 
 
-def _classify_all(
-    classifier: TaskClassifier, texts: list[str], embed: Callable[[Sequence[str]], np.ndarray] | None
-) -> tuple[list[Classification], list[float]]:
-    """As the gateway does: the language and the cheap layers for every prompt (timed together: the request path's
-    cost), the transformer only for those they were unsure of."""
-    results, latencies = [], []
+def _languages(texts: Sequence[str]) -> tuple[list[str], list[float]]:
+    """Each text's language, and the milliseconds detecting it took (the request path's first step)."""
+    languages, latencies = [], []
     for text in texts:
         started = time.perf_counter()
-        detect_language(text)
-        results.append(classifier.classify(text))
+        languages.append(detect_language(text))
         latencies.append((time.perf_counter() - started) * 1000)
-    unsure = [i for i, r in enumerate(results) if classifier.wants_embedding(r)]
-    if embed is not None and unsure:
-        vectors = embed([texts[i] for i in unsure])
-        for k, i in enumerate(unsure):
-            results[i] = classifier.resume(texts[i], vectors[k], results[i])
-    return results, latencies
+    return languages, latencies
 
 
 def score_classifier(
@@ -101,11 +95,15 @@ def score_classifier(
 ) -> dict[str, Any]:
     """Accuracy (a prediction counts when it is in `accept`), per-label precision/recall, confusion, layers, latency.
 
-    Latency is that of the cheap layers (1-2), which answer on the request path; the share that needed the
-    transformer embedding is reported beside it.
+    Latency is the request path's: the language, then the cheap layers (1-2) as the cascade timed them; the share
+    that needed the transformer embedding is reported beside it.
     """
-    results, latencies = _classify_all(classifier, [r["text"] for r in records], embed)
+    texts = [r["text"] for r in records]
+    languages, language_ms = _languages(texts)
+    results = classifier.classify_batch(texts, embed)
     layers = set(classifier.embedding_layers)
+    cheap_ms = [sum(a.latency_ms for a in r.attempts if a.layer not in layers) for r in results]
+    latencies = [a + b for a, b in zip(language_ms, cheap_ms)]
     needed_embedding = sum(1 for r in results if any(a.layer in layers and a.detail != SKIPPED for a in r.attempts))
     correct = 0
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
@@ -116,9 +114,9 @@ def score_classifier(
     label_count: Counter[str] = Counter()
     label_right: Counter[str] = Counter()
     by_language: dict[str, list[bool]] = defaultdict(list)
-    for record, result in zip(records, results):
+    for record, result, language in zip(records, results, languages):
         ok = result.task in record["accept"]
-        by_language[detect_language(record["text"])].append(ok)
+        by_language[language].append(ok)
         correct += ok
         confusion[record["task"]][result.task] += 1
         layer_count[result.layer] += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -12,6 +12,8 @@ from .layer import AnyLayer, needs_embedding
 
 FALLBACK_LAYER = "fallback"
 SKIPPED_NO_EMBEDDING = "skipped: no embedding given"
+PROGRESS_EVERY = 1000
+"""`classify_batch` reports its progress after this many prompts."""
 
 
 class TaskClassifier:
@@ -20,7 +22,8 @@ class TaskClassifier:
     Layers that read an embedding are asked only when the caller passes one; without it their attempt is recorded
     as skipped. The gateway therefore calls `classify(text)` first (layers 1-2, about a millisecond), and only when
     `wants_embedding(result)` computes the embedding (batched, off the event loop) and calls `resume`, which asks the
-    remaining layers without asking the cheap ones again.
+    remaining layers without asking the cheap ones again; `classify_batch` does the same for many prompts at once
+    (the evaluation's way).
 
     When no layer decides, the fallback task is returned flagged `needs_clarification`, so the router can play safe
     (a generalist) and the feedback loop can find the prompts the layers miss.
@@ -67,6 +70,30 @@ class TaskClassifier:
         if start is None:
             return previous
         return self._run(self._clip(text), embedding, start, attempts[:start])
+
+    def classify_batch(
+        self,
+        texts: Sequence[str],
+        embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[Classification]:
+        """What the gateway does per request, for many texts: `classify` each, then, given `embed`, one batched
+        embedding of the texts the cheap layers left unsure and `resume` for those."""
+        results = []
+        started = time.perf_counter()
+        for done, text in enumerate(texts, 1):
+            results.append(self.classify(text))
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress(f"classified {done}/{len(texts)} prompts ({time.perf_counter() - started:.0f} s)")
+        unsure = [i for i, result in enumerate(results) if self.wants_embedding(result)]
+        if embed is None or not unsure:
+            return results
+        if progress is not None:
+            progress(f"embedding the {len(unsure)} prompts the cheap layers left unsure")
+        vectors = embed([texts[i] for i in unsure])
+        for row, i in enumerate(unsure):
+            results[i] = self.resume(texts[i], vectors[row], results[i])
+        return results
 
     def _run(self, text: str, embedding: np.ndarray | None, start: int, attempts: list[LayerAttempt]) -> Classification:
         for layer, threshold in self._layers[start:]:

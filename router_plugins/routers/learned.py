@@ -254,7 +254,7 @@ class LearnedRouter:
         return path
 
     def load(self, path: Path) -> None:
-        with np.load(path) as data:
+        with open(path, "rb") as handle, np.load(handle) as data:  # the handle is closed even when it is no npz
             meta = json.loads(str(data["meta"]))
             if meta.get("format") != ARTIFACT_FORMAT:
                 raise ValueError(f"{path} is not a learned-router artifact ({meta.get('format')})")

@@ -83,6 +83,13 @@ def test_config_edits_are_picked_up_and_a_bad_edit_keeps_the_last_good(
     gateway.config.write_text(good)
     assert _routes_coding_to(gateway, "coder")
     assert httpx.get(f"{gateway.url}/health/readiness").json()["checks"]["config"] == "ok"
+    # The rules in force are recorded once per registry version: the edit that disabled coder, and the original.
+    rows = gateway.rows("SELECT version, task, model, adjustment FROM model_routing_rules WHERE task = 'coding'")
+    by_version: dict[str, dict[str, bool]] = {}
+    for row in rows:
+        by_version.setdefault(row["version"], {})[row["model"]] = json.loads(row["adjustment"]).get("enabled", True)
+    assert len(by_version) == 2 and all("frontier" in models for models in by_version.values()), by_version
+    assert sorted("coder" in models for models in by_version.values()) == [False, True], "the disabled coder is left out"
 
 
 def test_a_failing_store_never_fails_a_chat(tmp_path: Path, upstream: Upstream, artifacts_dir: Path) -> None:

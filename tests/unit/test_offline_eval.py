@@ -10,11 +10,11 @@ import pytest
 
 from proxy.cli import main
 from proxy.evaluation.offline import evaluate_cv, evaluate_split, fit_router, predict, with_classifier_tasks
+from router_plugins.classify import LayerVerdict, TaskClassifier
 from router_plugins.datadir import DataDir
 from router_plugins.outcomes import OutcomeSet, kfold_indices, load_outcomes
 from router_plugins.routers import Prediction, PromptBatch, RouterTable
 from router_plugins.routers.predictive import BestSingleRouter
-from router_plugins.types import Classification
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "outcomes"
 
@@ -144,17 +144,29 @@ def test_calibration_on_a_hand_made_case() -> None:
     assert calibration(actual, predicted * 5) is None
 
 
-class FakeClassifier:
-    """Stands in for the gateway's classifier: "writing" for prompts opening with Write or Draft, else "math"."""
+class FakeLayer:
+    """Stands in for the gateway's layers: "writing" for prompts opening with Write or Draft, else "math"."""
 
-    embedding_layers: tuple[str, ...] = ()
+    name = "fake"
 
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    def classify(self, text: str) -> Classification:
+    def classify(self, text: str) -> LayerVerdict:
         self.asked.append(text)
-        return Classification(fake_task(text), 1.0, "fake")
+        return LayerVerdict(fake_task(text), 1.0)
+
+
+class FakeClassifier(TaskClassifier):
+    """The real cascade around the one fake layer."""
+
+    def __init__(self) -> None:
+        self.layer = FakeLayer()
+        super().__init__([(self.layer, 0.5)], "chat")
+
+    @property
+    def asked(self) -> list[str]:
+        return self.layer.asked
 
 
 def fake_task(text: str) -> str:

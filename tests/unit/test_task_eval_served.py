@@ -21,6 +21,7 @@ from router_plugins.classify.static_embedding import TABLE_FILE
 from router_plugins.datadir import DataDir
 from router_plugins.language import detect_language
 from router_plugins.registry import parse_registry
+from router_plugins.thresholds import POINTER_FILE as THRESHOLDS_POINTER
 
 REPO = Path(__file__).parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "classifier" / "served_prompts.jsonl"
@@ -91,6 +92,16 @@ def test_feedback_in_the_data_dir_corrects_what_eval_scores(config: Path, tmp_pa
     assert after["layers"]["corrections"] == {"share": pytest.approx(1 / len(RECORDS)), "accuracy": 1.0}
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(after["accuracy"])
     assert set(after["layers"]) - {"fallback"} == {"corrections", "text_model"}
+
+
+def test_the_tuned_thresholds_in_the_data_dir_are_scored(config: Path, tmp_path: Path) -> None:
+    data = DataDir(tmp_path / "data").ensure()
+    assert {served_classifier(config).classify(str(r["text"])).layer for r in RECORDS} >= {"text_model"}
+    artifact = data.path("thresholds-x.json")
+    artifact.write_text(json.dumps({"format": "autoroute-thresholds-v1", "thresholds": {"text_model": 1.0}}))
+    data.write_pointer(THRESHOLDS_POINTER, artifact, "x")
+
+    assert {served_classifier(config).classify(str(r["text"])).layer for r in RECORDS} == {"fallback"}
 
 
 @pytest.mark.parametrize(
