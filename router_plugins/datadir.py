@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,46 @@ def write_atomically(path: Path, writer: Callable[[BinaryIO], object], mode: int
     return path
 
 
+class ArtifactVersionError(ValueError):
+    """An artifact of another format version (or fitted for another model): left in place, not served."""
+
+
+class DamagedArtifact(ValueError):
+    """An artifact that cannot be read (truncated, garbled, missing parts): moved aside by whoever loads it."""
+
+
+_QUARANTINED: list[dict[str, object]] = []
+MAX_QUARANTINED = 100
+
+
+def quarantine(path: Path, reason: str) -> Path | None:
+    """Move a damaged file aside to `<name>.corrupt` (`.corrupt.N` when taken), log it, and remember it for the
+    readiness check (`quarantined()`); serving goes on with what the file would have replaced. Returns where it went
+    (None when it could not be moved: it is then reported all the same)."""
+    target = path.with_name(path.name + ".corrupt")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt.{n}")
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        log.error("%s is damaged (%s) and could not be moved aside: %s", path, reason, exc)
+        moved = None
+    else:
+        log.error("%s is damaged (%s): moved aside to %s", path, reason, target.name)
+        moved = target
+    _QUARANTINED.append({"file": str(path), "moved_to": str(moved) if moved else None, "reason": reason,
+                         "at": time.time()})  # fmt: skip
+    del _QUARANTINED[:-MAX_QUARANTINED]
+    return moved
+
+
+def quarantined() -> list[dict[str, object]]:
+    """The damaged files this process moved aside, oldest first (at most MAX_QUARANTINED)."""
+    return list(_QUARANTINED)
+
+
 def write_pointer(directory: Path, pointer_name: str, artifact_path: Path, version: str, **extra: object) -> Path:
     """Point `directory/pointer_name` at `artifact_path`, a file in `directory`, atomically. The pointer is
     `{"artifact": <file name>, "version": ..., **extra}`: readers of older data directories read it alike."""
@@ -63,8 +104,11 @@ def read_pointer(directory: Path, pointer_name: str) -> Path | None:
         name = json.loads(pointer.read_text(encoding="utf-8"))["artifact"]
         if not isinstance(name, str) or Path(name).name != name:
             raise ValueError(f"the pointer names {name!r}, not a file beside it")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except OSError as exc:
         log.warning("ignoring the pointer %s: %s", pointer, exc)
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        quarantine(pointer, f"not a pointer: {exc}")
         return None
     path = directory / name
     if not path.is_file():

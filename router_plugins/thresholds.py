@@ -9,7 +9,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from .datadir import read_pointer
+from .datadir import quarantine, read_pointer
 from .registry import ClassifierSettings, Registry
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,11 @@ def load_tuned_thresholds(artifacts_dir: Path) -> dict[str, float] | None:
         values = data["thresholds"]
         if not isinstance(values, dict):
             raise ValueError("`thresholds` is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except OSError as exc:
         log.warning("ignoring the tuned classifier thresholds in %s: %s", artifacts_dir, exc)
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        quarantine(path, f"not a thresholds file: {exc}")
         return None
     thresholds: dict[str, float] = {}
     for layer, value in values.items():

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine
 from ..registry import ClassifierSettings, Registry
 from .corrections import CorrectionsLayer
 from .model import MODEL_FILE, TaskModel
@@ -59,7 +60,13 @@ class ClassifierSources:
                 continue
             try:
                 model = TextModel.load(path)
-            except ValueError as exc:  # a damaged file: the next one (the shipped model) serves
+            except DamagedArtifact as exc:  # moved aside (the shipped one is left alone): the next one serves
+                if path != SHIPPED_FILE:
+                    quarantine(path, str(exc))
+                else:
+                    log.error("text model not used: %s", exc)
+                continue
+            except ArtifactVersionError as exc:
                 log.error("text model not used: %s", exc)
                 continue
             log.info("text model %s loaded (%s)", path, model.fingerprint)
@@ -74,7 +81,9 @@ class ClassifierSources:
             if path.exists():
                 try:
                     model = TaskModel.load(path)
-                except (ValueError, OSError, KeyError) as exc:
+                except DamagedArtifact as exc:
+                    quarantine(path, str(exc))
+                except (ArtifactVersionError, OSError) as exc:
                     log.warning("task model %s not used: %s", path, exc)
             self._task = (stamp, model)
         return self._task[1]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datadir import write_atomically
+from ..datadir import ArtifactVersionError, DamagedArtifact, write_atomically
 from ..embeddings import MODEL_ID
 from ..registry import TaskType
 from .head import HeadTraining, TaskHead, TorchHeadLayer, train_head
@@ -102,21 +102,29 @@ class TaskModel:
 
     @classmethod
     def load(cls, path: Path, embedding_model: str = MODEL_ID) -> TaskModel:
-        """Read a saved model; ValueError when it is another version or was fitted on another embedding model."""
-        with np.load(path, allow_pickle=False) as data:
-            version = str(data["version"])
-            if version != MODEL_VERSION:
-                raise ValueError(f"{path} is {version}, expected {MODEL_VERSION}")
-            fitted_on = str(data["embedding_model"])
-            if fitted_on != embedding_model:
-                raise ValueError(f"{path} was fitted on embeddings of {fitted_on}, this process uses {embedding_model}")
-            tasks = tuple(str(t) for t in data["tasks"])
-            reference = ReferenceSet(
-                tasks, data["reference_vectors"].astype(np.float32), data["reference_labels"].astype(np.int64)
-            )
-            layers = tuple((data[f"head_w{i}"], data[f"head_b{i}"]) for i in range(int(data["head_layers"])))
-            head = TaskHead(tasks, layers, float(data["head_temperature"]))
-            return cls(reference, head, fitted_on, str(data["tasks_fingerprint"]), json.loads(str(data["meta"])))
+        """Read a saved model; ArtifactVersionError when it is another version or was fitted on another embedding
+        model, DamagedArtifact when it cannot be read."""
+        try:
+            with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+                version = str(data["version"])
+                if version != MODEL_VERSION:
+                    raise ArtifactVersionError(f"{path} is {version}, expected {MODEL_VERSION}")
+                fitted_on = str(data["embedding_model"])
+                if fitted_on != embedding_model:
+                    raise ArtifactVersionError(
+                        f"{path} was fitted on embeddings of {fitted_on}, this process uses {embedding_model}"
+                    )
+                tasks = tuple(str(t) for t in data["tasks"])
+                reference = ReferenceSet(
+                    tasks, data["reference_vectors"].astype(np.float32), data["reference_labels"].astype(np.int64)
+                )
+                layers = tuple((data[f"head_w{i}"], data[f"head_b{i}"]) for i in range(int(data["head_layers"])))
+                head = TaskHead(tasks, layers, float(data["head_temperature"]))
+                return cls(reference, head, fitted_on, str(data["tasks_fingerprint"]), json.loads(str(data["meta"])))
+        except (ArtifactVersionError, FileNotFoundError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged archive raises
+            raise DamagedArtifact(f"{path} is not a usable task model: {exc}") from exc
 
 
 def fit_task_model(

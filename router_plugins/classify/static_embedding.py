@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datadir import DataDir, write_atomically
+from ..datadir import ArtifactVersionError, DamagedArtifact, DataDir, quarantine, write_atomically
 from ..embeddings import focus
 from ..registry import TaskType
 from .layer import LayerVerdict
@@ -111,11 +111,18 @@ class StaticEmbedder:
         tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
         tokenizer.no_padding()
         tokenizer.enable_truncation(MAX_TOKENS)
-        with np.load(table_path) as data:
-            if str(data["version"]) != TABLE_VERSION:
-                raise ValueError(f"{table_path} is version {data['version']}, expected {TABLE_VERSION}")
-            rows = data["rows"].astype(np.float32)
-            weights = data["weights"]
+        try:
+            with table_path.open("rb") as handle, np.load(handle) as data:
+                if str(data["version"]) != TABLE_VERSION:
+                    raise ArtifactVersionError(f"{table_path} is version {data['version']}, expected {TABLE_VERSION}")
+                rows = data["rows"].astype(np.float32)
+                weights = data["weights"]
+        except (ArtifactVersionError, FileNotFoundError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged archive raises
+            raise DamagedArtifact(f"{table_path} is not a usable static embedding table: {exc}") from exc
+        if rows.ndim != 2 or weights.shape != (rows.shape[0],):
+            raise DamagedArtifact(f"{table_path} has rows {rows.shape} and weights {weights.shape}")
         return cls(tokenizer, rows, weights)
 
     @classmethod
@@ -125,8 +132,10 @@ class StaticEmbedder:
         if path.exists():
             try:
                 return cls.load(path)
-            except Exception as exc:  # noqa: BLE001 - damaged (truncated, wrong version): built again below
-                log.error("the static embedding table %s cannot be read (%s): building it again", path, exc)
+            except DamagedArtifact as exc:
+                quarantine(path, str(exc))
+            except ArtifactVersionError as exc:
+                log.warning("%s: building it again", exc)
         log.warning("building the static embedding table once into %s (about 30 s)", path)
         build_static_table(path)
         return cls.load(path)

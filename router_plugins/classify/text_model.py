@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datadir import write_atomically
+from ..datadir import ArtifactVersionError, DamagedArtifact, write_atomically
 from .layer import LayerVerdict
 from .scoring import softmax, verdict
 from .translation import asks_for_translation
@@ -224,7 +224,7 @@ class TextModel:
             with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
                 version = str(data["version"])
                 if version != TEXT_MODEL_VERSION:
-                    raise ValueError(f"{path} is {version}, expected {TEXT_MODEL_VERSION}")
+                    raise ArtifactVersionError(f"{path} is {version}, expected {TEXT_MODEL_VERSION}")
                 specs = json.loads(str(data["blocks"]))
                 blocks = tuple(
                     Block(v, a, (int(n[0]), int(n[1])), tuple(str(t) for t in data[f"vocabulary{i}"]),
@@ -234,8 +234,10 @@ class TextModel:
                 tasks = tuple(str(t) for t in data["tasks"])
                 weights, bias = data["weights"].astype(np.float32), data["bias"].astype(np.float64)
                 return cls(tasks, blocks, weights, bias, float(data["temperature"]), json.loads(str(data["meta"])))
+        except ArtifactVersionError:
+            raise
         except (KeyError, OSError, EOFError, json.JSONDecodeError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
-            raise ValueError(f"{path} is not a usable text model: {exc}") from exc
+            raise DamagedArtifact(f"{path} is not a usable text model: {exc}") from exc
 
 
 class TextModelLayer:

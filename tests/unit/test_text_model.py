@@ -28,6 +28,7 @@ from router_plugins.classify.text_model import (
     word_ngrams,
 )
 from router_plugins.classify.text_model_fit import TextModelTraining, fit_temperature, fit_text_model
+from router_plugins.datadir import ArtifactVersionError, DamagedArtifact, quarantined
 from router_plugins.registry import parse_registry
 
 TRAIN = {
@@ -263,10 +264,11 @@ def test_other_versions_and_damaged_files_raise_value_error(model: TextModel, tm
     flipped[len(whole) // 2] ^= 0xFF
     (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
 
-    for name in ("old", "partial", "shape", "empty", "text", "missing", "truncated", "flipped"):
-        with pytest.raises(ValueError, match="not a usable text model"):
+    for name in ("partial", "shape", "empty", "text", "missing", "truncated", "flipped"):
+        with pytest.raises(DamagedArtifact, match="not a usable text model"):
             TextModel.load(tmp_path / f"{name}.npz")
-    with pytest.raises(ValueError, match=f"text-model-v0, expected {TEXT_MODEL_VERSION}"):
+    # Another version is not damage: it is left in place for the release that reads it.
+    with pytest.raises(ArtifactVersionError, match=f"text-model-v0, expected {TEXT_MODEL_VERSION}"):
         TextModel.load(tmp_path / "old.npz")
 
 
@@ -282,6 +284,9 @@ def test_a_damaged_artifact_falls_back_to_the_shipped_model(
 
     assert load_text_model(tmp_path).fingerprint == shipped.fingerprint  # type: ignore[union-attr]
     assert ClassifierSources(tmp_path).text_model().fingerprint == shipped.fingerprint  # type: ignore[union-attr]
+    assert (tmp_path / f"{ARTIFACT_FILE}.corrupt").read_bytes() == b"damaged", "moved aside, not deleted"
+    assert not (tmp_path / ARTIFACT_FILE).exists()
+    assert any(q["file"] == str(tmp_path / ARTIFACT_FILE) for q in quarantined()), "reported for readiness"
 
 
 def test_sources_pick_up_a_rewritten_artifact_without_being_recreated(
@@ -301,7 +306,7 @@ def test_sources_pick_up_a_rewritten_artifact_without_being_recreated(
     assert second.probabilities([PARAPHRASES[6][0]])[0][TASKS.index("chat")] < 1e-6
     (tmp_path / ARTIFACT_FILE).write_text("damaged while serving")
     assert sources.text_model().fingerprint == shipped.fingerprint  # type: ignore[union-attr]
-    (tmp_path / ARTIFACT_FILE).unlink()
+    assert not (tmp_path / ARTIFACT_FILE).exists(), "the damaged file was moved aside"
     assert sources.text_model().fingerprint == shipped.fingerprint  # type: ignore[union-attr]
 
 
