@@ -19,6 +19,7 @@ from router_plugins.routers import LearnedRouter, RouterContext
 from .evaluation.offline import evaluate_cv
 from .store import open_store
 from .store_api import LearningStore
+from .versions import LEARNED, current_version
 
 LABELLED_FILE = "task-labelled.jsonl"
 """The labelled prompts `train-classifier` was given, kept so that a refit while serving uses them again."""
@@ -36,11 +37,13 @@ def train(
     force: bool = False,
     cv_sample: int = CV_SAMPLE,
 ) -> dict[str, Any]:
-    """Fit the learned router on outcome files and the store's feedback, then promote it through the champion /
-    challenger gate: when the store holds enough scored `auto` decisions, the newest `learning.evaluation_share`
-    of them is held out of training and both routers are scored on it off-policy; the new version is promoted only
-    when it is better (`force` skips the gate). Without logged decisions to judge on, the new version is promoted."""
-    from .learning import MIN_EVALUATION_DECISIONS, judge, record_challenge, split_logged
+    """Fit the learned router on outcome files and the store's feedback, then put it through the champion /
+    challenger gate: the newest `learning.evaluation_share` of the store's scored `auto` decisions is held out of
+    training and both routers are scored on it off-policy; the new version is promoted only when the gate finds
+    enough evidence (`proxy.learning.gate`). Without enough logged decisions to judge on, it is not promoted either:
+    `force` promotes it without the gate, and the event says so. Every outcome is a `learning_events` row when the
+    data directory has a store."""
+    from .learning import MIN_EVALUATION_DECISIONS, ChallengeResult, judge, record_challenge, split_logged
 
     started = time.perf_counter()
     registry = load_registry(config)
@@ -76,22 +79,31 @@ def train(
             router.fit_latency(store.latency_samples())
         report["latency_measured"] = {m: n for m, (_, _, n) in sorted(router.latency.items())}
         artifacts = datadir.artifacts
+        champion = current_version(artifacts, LEARNED)
         if gated:
-            assert store is not None
             result = judge(
                 router, registry, train_rows, eval_rows, artifacts, context, registry.learning.promotion_margin
             )
-            record_challenge(store, result)
-            report["gate"] = {"promoted": result.promoted, "reason": result.reason, **result.scores(),
-                              "champion_version": result.champion_version}  # fmt: skip
-            path = result.path
-        else:
-            report["gate"] = {"promoted": True, "reason": "forced" if force else "too few logged decisions to judge"}
+        elif force:
             path = router.save(artifacts, extra={"cv": report.get("cv")})
+            result = ChallengeResult(True, "forced by `autoroute train --force`: the gate was skipped", None, None,
+                                     champion, router.version, path, {"outcomes": router.outcome_counts()},
+                                     forced=True)  # fmt: skip
+        else:
+            reason = (f"not promoted: {len(eval_rows)} logged decisions with feedback to judge it on, fewer than "
+                      f"{MIN_EVALUATION_DECISIONS} (and the estimate needs an ESS of {registry.learning.min_ess:g}); "
+                      "`--force` promotes it without the gate")  # fmt: skip
+            evidence = {"logged_decisions": len(eval_rows) + len(train_rows), "min_ess": registry.learning.min_ess,
+                        "outcomes": router.outcome_counts()}  # fmt: skip
+            result = ChallengeResult(False, reason, None, None, champion, router.version, None, evidence)
+        if store is not None:
+            record_challenge(store, result)
+        report["gate"] = {"promoted": result.promoted, "forced": result.forced, "reason": result.reason,
+                          **result.scores(), "champion_version": result.champion_version}  # fmt: skip
     finally:
         if store is not None:
             store.close()
-    report.update(artifact=str(path) if path else None, version=router.version,
+    report.update(artifact=str(result.path) if result.path else None, version=router.version,
                   seconds=round(time.perf_counter() - started, 2))  # fmt: skip
     return report
 

@@ -8,8 +8,9 @@ they classify and route alike. How one `auto` request is decided, in order:
 2. the candidates: the available models that serve the prompt's language (`candidates.serving`);
 3. the chain (`learning.chain`): the first router that decides wins; each router predicts quality, cost and latency
    per candidate and the one ranking (`routers/ranking.py`) turns them and the preference into a decision;
-4. the policies around whichever router decided (with `winrate` in the chain): the drift guard, then exploration,
-   whose probability of the chosen model is the decision's propensity;
+4. the policies around whichever router decided: the drift guard (with `winrate` in the chain), then exploration
+   (`learning.explore`: by default with `winrate` in the chain), which gives every candidate at least the
+   propensity floor; the chosen model's probability is the decision's propensity;
 5. under an A/B test (`learning.ab`), static rules decide for the control arm and the other side is logged.
 
 A request naming a model passes through (`passthrough`). What cannot be routed raises a `RoutingError`.
@@ -161,11 +162,16 @@ def assemble(
     context = RouterContext(static_embed=embed, winrate=parts.winrate, artifacts=artifacts, seed=parts.seed)
     chain = tuple(table.create(name, registry, context) for name in registry.learning.chain)
     control = next(r for r in chain if r.name == "static-rules")  # the chain's last router (validated)
-    policies: tuple[Policy, ...] = ()
+    policies: list[Policy] = []
+    learning = registry.learning
     winrate = next((r for r in chain if isinstance(r, WinRateRouter)), None)
     if winrate is not None:
-        policies = (DriftGuard(winrate), Exploration(winrate, registry.learning.winrate.exploration, parts.seed))
-    return RoutingEngine(registry, served_classifier(registry, None, parts), chain, control, policies, available,
+        policies.append(DriftGuard(winrate))
+    if learning.explore == "on" or (learning.explore == "auto" and winrate is not None):
+        evidence = winrate or WinRateRouter(registry, context)  # its posteriors, even when it does not decide
+        settings = learning.winrate
+        policies.append(Exploration(evidence, settings.exploration, parts.seed, floor=settings.propensity_floor))
+    return RoutingEngine(registry, served_classifier(registry, None, parts), chain, control, tuple(policies), available,
                          frozenset(m.name for m in available))  # fmt: skip
 
 

@@ -190,10 +190,22 @@ class WinRateSettings:
     so a model must show it is better before it takes the traffic; exploration stays within `exploration`."""
     confidence_midpoint: float = 10.0
     """Observations at which confidence (a sigmoid of the evidence) reaches 0.5; it is reported with each choice."""
+    propensity_floor: float = 0.01
+    """While exploring (`exploration` > 0), every candidate of a decision keeps at least this probability, so that
+    off-policy evaluation has logged support for any router's choice. The floors are spent from the exploration
+    budget first; when a decision has so many candidates that they exceed it, the floors win and the greedy choice
+    keeps the rest (at most 1/candidates each). 0: Thompson sampling alone decides who is explored."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.exploration <= 1.0:
             raise ValueError("learning.winrate.exploration must be in [0, 1]")
+        if not 0.0 <= self.propensity_floor <= 0.5:
+            raise ValueError("learning.winrate.propensity_floor must be in [0, 0.5]")
+        if self.exploration > 0 and self.propensity_floor > self.exploration:
+            raise ValueError(
+                f"learning.winrate.propensity_floor ({self.propensity_floor}) must not exceed exploration "
+                f"({self.exploration}): the floors are spent from the exploration budget"
+            )
         if self.caution < 0:
             raise ValueError("learning.winrate.caution must be >= 0")
         if self.prior_strength <= 0 or self.half_life_events <= 0 or self.window_s <= 0:
@@ -229,7 +241,21 @@ class LearningSettings:
     evaluation_share: float = 0.3
     """Champion/challenger: the newest share of logged feedback is held out to evaluate, never trained on."""
     promotion_margin: float = 0.0
-    """A challenger is promoted when its off-policy value beats the champion's by more than this."""
+    """A challenger is promoted when the lower bound of its off-policy value beats the champion's upper bound by more
+    than this."""
+    min_model_outcomes: int = 30
+    """Training outcomes a model needs before the learned router predicts it from them; below, it predicts the
+    model's registry prior, and a challenger that would route to such a model is not promoted."""
+    min_ess: float = 200.0
+    """Effective sample size (of the importance weights on the held-out logged decisions) a challenger's off-policy
+    estimate must rest on to be promoted: about how many logged decisions the estimate is really worth."""
+    auto_rollback: bool = True
+    """A promoted learned-router version that does worse live than the one it replaced (the A/B report's always-valid
+    test on feedback quality) is rolled back by the trainer."""
+    explore: Literal["auto", "on", "off"] = "auto"
+    """Exploration around the chain's decisions (Thompson draws on the win-rate posteriors within
+    `winrate.exploration`, every candidate at least `winrate.propensity_floor`), whichever router decided. auto: when
+    `winrate` is in the chain; on: always (so off-policy evaluation has support with any chain); off: never."""
     winrate: WinRateSettings = WinRateSettings()
     ab: ABSettings = ABSettings()
 
@@ -240,6 +266,8 @@ class LearningSettings:
             raise ValueError("learning intervals must be positive (train_interval_s may be 0: off)")
         if not 0.0 < self.evaluation_share < 1.0:
             raise ValueError("learning.evaluation_share must be between 0 and 1")
+        if self.min_model_outcomes < 0 or self.min_ess < 0 or self.promotion_margin < 0:
+            raise ValueError("learning.min_model_outcomes, min_ess and promotion_margin must be >= 0")
 
 
 def _default_preferences() -> Mapping[str, PreferenceWeights]:

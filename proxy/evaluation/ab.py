@@ -8,6 +8,11 @@ peeking at a fixed-horizon p-value until it dips below alpha inflates false posi
 the stopping rule on the primary metric (quality or success) is the mixture SPRT, evaluated after every
 event in time order: its always-valid p-value holds whenever and however often one looks. Shadow decisions
 were not served by the arm that chose them, so they are counted, not compared.
+
+Beside the comparison, the logged propensities: per arm, the effective sample size of their inverse-propensity
+weights, (Σ 1/p)² / Σ 1/p², with the smallest propensity and the share of randomised decisions (p < 1). It is n
+when every decision had the same propensity and falls as a few unlikely decisions dominate: how much the log is
+worth to off-policy evaluation, whose gate (`learning.min_ess`) asks for a large ESS before any promotion.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from .offpolicy import effective_sample_size
 from .stats import (
     CONTROL,
     DEFAULT_ALPHA,
@@ -109,7 +115,22 @@ def ab_report(
         "difference": differences,
         "sequential": asdict(sequential),
         "power": _power_note(arms, differences[metric], metric, alpha),
+        "propensities": propensity_summary(rows),
     }
+
+
+def propensity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """Per arm (and `all`): decisions with a logged propensity, the ESS of their inverse-propensity weights, the
+    smallest propensity and the share of randomised decisions. None when the rows carry no propensities."""
+    logged = [(str(r["ab_arm"]), float(r["propensity"])) for r in rows if r.get("propensity")]
+    if not logged:
+        return None
+    out = {}
+    for arm in ("all", *sorted({a for a, _ in logged})):
+        p = [v for a, v in logged if arm in ("all", a)]
+        out[arm] = {"n": len(p), "ess": round(effective_sample_size([1.0 / v for v in p]), 1),
+                    "min_propensity": min(p), "randomised": round(sum(v < 1.0 for v in p) / len(p), 4)}  # fmt: skip
+    return out
 
 
 def _better(comparison: Comparison, metric: str) -> str | None:
@@ -198,6 +219,14 @@ def format_ab_report(report: Mapping[str, Any]) -> str:
         f"sequential on {seq['metric']}: {seq['decision']}{where}; always-valid p {_fmt(seq['p_value'])}, "
         f"always-valid CI {_fmt_ci(seq['ci'])}, {seq['looks']} looks ({seq['test']})"
     )
+    propensities = report.get("propensities")
+    if propensities is None:
+        lines.append("logged propensities: not in these rows (no ESS)")
+    else:
+        lines.append("logged propensities, ESS of 1/p (n, smallest p, randomised): " + "; ".join(
+            f"{arm} {p['ess']:.1f} ({p['n']}, {_fmt(p['min_propensity'])}, {100 * p['randomised']:.1f}%)"
+            for arm, p in propensities.items()
+        ))  # fmt: skip
     power = report["power"]
     if power["mde"] is not None:
         more = power["more_events_per_arm"]

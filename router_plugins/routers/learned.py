@@ -5,7 +5,9 @@ scores within 0.003 AIQ of the full transformer, at a hundredth of the cost), it
 digit/code markers. Quality: one logistic regression per model on soft labels (the best of the families
 compared in docs/EVALUATION.md). Cost: per model, a linear fit of the recorded cost on prompt length, or the
 registry's prices when nothing was recorded. Latency: per model, log latency fitted on log prompt length from the
-gateway's own measurements, shrunk toward the registry's prior while measurements are few.
+gateway's own measurements, shrunk toward the registry's prior while measurements are few. A model with fewer than
+`learning.min_model_outcomes` training outcomes is predicted by its registry prior: a fit on a handful of
+outcomes (two feedback scores, say) would send all traffic wherever they happened to be good.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class LearnedRouter:
         self._intercept = np.zeros(0)
         self._cost_coef = np.zeros((0, 2))
         self._counts = np.zeros(0)
-        """Known outcomes per model in training; a model with none is predicted by its registry prior."""
+        """Known outcomes per model in training; a model with fewer than `_min_outcomes` is predicted by its prior."""
+        self._min_outcomes = registry.learning.min_model_outcomes
         self.latency: dict[str, tuple[float, float, int]] = {}
         """Per model (a, b, n): log latency_ms ≈ a + b·log1p(prompt chars), fitted on n measured calls."""
         self.version = "unfitted"
@@ -171,7 +174,7 @@ class LearnedRouter:
         quality = 1.0 / (1.0 + np.exp(-(X @ self._coef.T + self._intercept)))
         for j, name in enumerate(self.models):
             model = self._registry.model(name)
-            if self._counts[j] == 0 and model is not None:
+            if not self.learned(name) and model is not None:
                 quality[:, j] = [model.prior_quality(t or "default") for t in prompts.tasks]
         chars = np.array([len(t) for t in prompts.texts], dtype=np.float64)
         cost = np.empty_like(quality)
@@ -212,8 +215,20 @@ class LearnedRouter:
             if request.max_cost_per_1k is not None and (per_1k is None or per_1k > request.max_cost_per_1k):
                 continue
             latency = self.predict_latency(candidate, len(text))
-            options.append(Estimate(candidate.name, quality, cost, latency, note="predicted"))
+            note = "predicted" if self.learned(candidate.name) else "registry prior: too few outcomes"
+            options.append(Estimate(candidate.name, quality, cost, latency, note=note))
         return Estimates(tuple(options), f"predicted from {self.trained_on} outcomes")
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Training outcomes per model."""
+        return {name: int(n) for name, n in zip(self.models, self._counts)}
+
+    def learned(self, model: str) -> bool:
+        """Whether `model`'s quality is predicted from training (else from its registry prior): it had at least
+        `learning.min_model_outcomes` outcomes (and at least one)."""
+        if model not in self.models:
+            return False
+        return int(self._counts[self.models.index(model)]) >= max(self._min_outcomes, 1)
 
     @property
     def status(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -78,26 +79,63 @@ def test_feedback_moves_the_winrate_router_while_serving(start_gateway: Callable
     assert cells["math", first]["failures"] > 0
 
 
-def test_the_trainer_runs_champion_challenger_in_the_background(
-    start_gateway: Callable[..., Gateway], upstream: Upstream
-) -> None:
-    config = registry_text(upstream) + LEARNING.format(exploration=0.3, mode="off").replace(
-        "  aggregate_interval_s: 0.5\n", "  aggregate_interval_s: 0.5\n  train_interval_s: 1\n  min_new_feedback: 60\n"
-    )
-    gateway = start_gateway(config)
+def _serve_and_score(gateway: Gateway, start: int, n: int) -> None:
+    """`n` math requests, each scored as its answer deserves: 1 from frontier, 0 from any other model."""
+
     client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
-    for i in range(80):
+
+    def one(i: int, feedback: httpx.Client) -> None:
         request_id, model, _ = _chat(client, f"Solve {i}x + 5 = {i + 20} for x.")
         score = 1.0 if model == "frontier" else 0.0
-        assert httpx.post(f"{gateway.base_url}/feedback", json={"request_id": request_id, "score": score}).status_code == 200
-    rows = gateway.wait_rows("SELECT kind, version, champion_version, scores FROM learning_events", timeout=60)
-    assert rows, "no champion/challenger decision was recorded"
-    event = rows[0]
-    scores = json.loads(event["scores"])
-    assert event["kind"] in ("promotion", "rejection") and event["champion_version"] == "logging-policy"
+        assert feedback.post("/feedback", json={"request_id": request_id, "score": score}).status_code == 200
+
+    with httpx.Client(base_url=gateway.base_url) as feedback, ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: one(i, feedback), range(start, start + n)))
+
+
+def test_the_trainer_promotes_only_on_evidence_in_the_background(
+    start_gateway: Callable[..., Gateway], upstream: Upstream
+) -> None:
+    """Champion/challenger while serving, under the gate's default evidence rules (ESS ≥ 200, ≥ 30 outcomes per
+    model it routes to, lower bound above the champion's upper bound). An A/B split makes the logging policy half
+    static rules (math → mathematician, scored 0) and half the win-rate router (which learns frontier): a router
+    that always picks frontier is worth ~1.0 against the logging policy's ~0.5. On the first hundred decisions that
+    is not yet evidence (a rejection, and nothing is served by `learned`); after ~1,100 it is (a promotion, swapped
+    in while serving). Half the log is held out (`evaluation_share: 0.5`) so the ESS of 200 needs fewer requests."""
+    config = registry_text(upstream) + LEARNING.format(exploration=0.3, mode="split").replace(
+        "  aggregate_interval_s: 0.5\n",
+        "  aggregate_interval_s: 0.5\n  train_interval_s: 1\n  min_new_feedback: 100\n  evaluation_share: 0.5\n",
+    )
+    gateway = start_gateway(config)
+    _serve_and_score(gateway, 0, 100)
+    (first,) = gateway.wait_rows("SELECT kind, version, champion_version, scores, reason FROM learning_events",
+                                 timeout=60)  # fmt: skip
+    scores = json.loads(first["scores"])
+    assert first["kind"] == "rejection" and first["champion_version"] == "logging-policy", first["reason"]
+    assert "ESS" in first["reason"] and scores["gate"]["ess"] < 200 <= scores["gate"]["min_ess"]
     assert scores["challenger"]["n"] == scores["champion"]["n"] >= 20
-    if event["kind"] == "promotion":
-        assert (gateway.data_dir / "artifacts" / "learned-current.json").exists()
+    assert not (gateway.data_dir / "artifacts" / "learned-current.json").exists()
+    _serve_and_score(gateway, 100, 1000)
+    rows = gateway.wait_rows("SELECT kind, version, scores, reason FROM learning_events WHERE kind = 'promotion'",
+                             timeout=90)  # fmt: skip
+    assert rows, [r["reason"] for r in gateway.rows("SELECT reason FROM learning_events")]
+    promotion = rows[0]
+    gate = json.loads(promotion["scores"])["gate"]
+    assert gate["ess"] >= 200 and gate["challenger_lower"] > gate["champion_upper"]
+    assert all(gate["outcomes"][m] >= 30 for m in gate["routes_to"])
+    pointer = json.loads((gateway.data_dir / "artifacts" / "learned-current.json").read_text())
+    assert pointer["version"] == promotion["version"]
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="unused")
+    deadline = time.monotonic() + 15
+    while True:  # the gateway swaps the promoted version in within ~2 s: treatment decisions come from `learned`
+        request_id, model, arm = _chat(client, "Solve 7x + 5 = 40 for x.")
+        (row,) = gateway.wait_rows("SELECT router_name, router_version FROM routing_decisions WHERE request_id = ?",
+                                   (request_id,))  # fmt: skip
+        if arm == "treatment" and row["router_name"] == "learned":
+            assert row["router_version"] == promotion["version"]
+            break
+        assert time.monotonic() < deadline, "the promoted version was not swapped in"
+        time.sleep(0.2)
 
 
 def test_tuned_thresholds_are_swapped_in_while_serving(start_gateway: Callable[..., Gateway], upstream: Upstream) -> None:

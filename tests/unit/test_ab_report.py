@@ -188,6 +188,24 @@ def test_report_without_feedback_or_arms() -> None:
         ab_report([], metric="cost_usd")
 
 
+def test_report_prints_the_ess_of_the_logged_propensities() -> None:
+    rows = [_row(i, "control", propensity=1.0) for i in range(100)]
+    rows += [_row(100 + i, "treatment", propensity=0.9) for i in range(90)]
+    rows += [_row(200 + i, "treatment", propensity=0.01) for i in range(10)]
+    report = ab_report(rows, metric="quality")
+    props = report["propensities"]
+    assert props["control"] == {"n": 100, "ess": 100.0, "min_propensity": 1.0, "randomised": 0.0}
+    # Treatment: 90 weights of 1/0.9 and 10 of 100: (100 + 1000)² / (90/0.81 + 100000) = 12.09.
+    assert props["treatment"]["ess"] == pytest.approx(1100**2 / (90 / 0.81 + 100_000), abs=0.05)
+    assert props["treatment"]["min_propensity"] == 0.01 and props["treatment"]["randomised"] == 1.0
+    assert props["all"]["n"] == 200
+    text = format_ab_report(report)
+    assert "logged propensities, ESS of 1/p" in text and "control 100.0 (100, 1.0000, 0.0%)" in text
+    assert "treatment 12.1 (100, 0.0100, 100.0%)" in text
+    bare = ab_report([_row(i, ("control", "treatment")[i % 2]) for i in range(10)], metric="quality")
+    assert bare["propensities"] is None and "not in these rows" in format_ab_report(bare)
+
+
 def test_parse_since() -> None:
     now = T0
     assert parse_since("24h", now) == now - 86_400

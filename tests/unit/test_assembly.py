@@ -214,3 +214,20 @@ def test_policies_explore_around_whichever_router_decided(data_dir: tuple[Path, 
     explored = [d for d in decisions if d.reason.startswith("explored")]
     assert explored and any(d.router == "learned" for d in explored)
     assert all(0 < d.propensity < 1 for d in explored)
+
+
+def test_exploration_can_run_around_any_chain_with_a_propensity_floor(data_dir: tuple[Path, DataDir]) -> None:
+    """`learning.explore: on` explores around a chain without `winrate` (the learned router's decisions here), and
+    every candidate keeps at least the floor, so off-policy estimates have support."""
+    config, data = data_dir
+    text = CONFIG.replace("chain: [learned, winrate, static-rules]", "chain: [learned, static-rules]\n  explore: on")
+    text = text.replace("exploration: 0.0", "exploration: 0.2, propensity_floor: 0.05").replace("mode: split", "mode: off")
+    engine = assemble(parse_registry(text), data.artifacts, Parts(StaticEmbedder.load(data.path(TABLE_FILE)), seed=5))
+    assert [p.name for p in engine.policies] == ["exploration"], "no drift guard without the win-rate router"
+    assert [p.name for p in assemble(parse_registry(text.replace("explore: on", "explore: auto")), None).policies] == []
+    routed = []
+    for i, text_ in enumerate(PROMPTS[:150]):
+        request = ChatRequest(f"r{i}", "auto", ({"role": "user", "content": text_},))
+        routed.append(engine.route(request, engine.classify(text_), "en").decision)
+    assert any(d.router == "learned" and d.reason.startswith("explored") for d in routed)
+    assert min(d.propensity for d in routed) >= 0.05 - 1e-9

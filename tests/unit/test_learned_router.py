@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from collections.abc import Sequence
@@ -122,6 +123,29 @@ def test_models_without_training_outcomes_use_their_registry_prior(train: Outcom
     learned.fit(data)
     prediction = learned.predict(PromptBatch(["What is 2 times 2?"], ["math"]))
     assert prediction.quality[0, 1] == 0.5  # registry_for gives every model the default prior 0.5
+
+
+def test_models_with_fewer_outcomes_than_the_minimum_keep_their_prior(train: OutcomeSet) -> None:
+    data = synthetic(train)  # 80 prompts, every model known on each
+    data.quality[10:, 2] = np.nan  # small: 10 outcomes, all of them failures on coding
+    registry = registry_for(train)
+    learned = LearnedRouter(registry, RouterContext(static_embed=bag_of_words))
+    learned.fit(data)
+    assert learned.outcome_counts() == {"big": 80, "mid": 80, "small": 10}
+    assert learned.learned("big") and not learned.learned("small") and not learned.learned("unknown")
+    prediction = learned.predict(PromptBatch(["What is 2 times 2?"], ["math"]))
+    assert prediction.quality[0, 2] == 0.5, "below learning.min_model_outcomes (30): the registry prior"
+    assert prediction.quality[0, 1] != 0.5
+    request = ChatRequest("r", "auto", ({"role": "user", "content": "What is 2 times 2?"},))
+    decision = learned.route(request, Classification("math", 1.0, "keywords"), registry.models)
+    assert decision is not None
+    notes = {c.model: c.note for c in decision.alternatives}
+    assert notes["small"] == "registry prior: too few outcomes" and notes["big"] == "predicted"
+    fewer = dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, min_model_outcomes=10))
+    lenient = LearnedRouter(fewer, RouterContext(static_embed=bag_of_words))
+    lenient.fit(data)
+    assert lenient.learned("small")
+    assert lenient.predict(PromptBatch(["What is 2 times 2?"], ["math"])).quality[0, 2] != 0.5
 
 
 def test_training_data_from_feedback_has_one_known_outcome_per_prompt(train: OutcomeSet) -> None:

@@ -6,10 +6,11 @@ import dataclasses
 
 import pytest
 
-from router_plugins.registry import LiteLLMParams, ModelEntry, Registry, WinRateSettings
+from router_plugins.registry import LiteLLMParams, ModelEntry, Registry, WinRateSettings, parse_registry
 from router_plugins.routers import RouterContext, WinRateRouter
 from router_plugins.routers.policies import Choice, DriftGuard, Exploration
 from router_plugins.routers.winrate import ANY_TASK, Observation, WinRateState, aggregate, confidence
+from router_plugins.schema import ConfigError
 from router_plugins.types import ChatRequest, Classification, RouteDecision, ScoredCandidate
 
 SETTINGS = WinRateSettings(prior_strength=4.0, half_life_events=10.0, window_s=1000.0, exploration=0.2)
@@ -85,6 +86,18 @@ def test_learned_win_rates_change_the_greedy_choice() -> None:
     assert decision.router == "winrate" and "won" in decision.reason
 
 
+def _frequencies(
+    explore: Exploration, greedy: RouteDecision, models: tuple[ModelEntry, ...], n: int
+) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for _ in range(n):
+        choice = explore.apply(Choice.certain(greedy), _request(), Classification("math", 1.0, "keywords"), models)
+        decision = choice.decision
+        counts[decision.model] = counts.get(decision.model, 0) + 1
+        assert decision.propensity == choice.probabilities[decision.model], "the logged propensity is its probability"
+    return {name: k / n for name, k in counts.items()}
+
+
 def test_propensities_sum_to_one_and_match_how_often_each_model_is_chosen() -> None:
     task = Classification("math", 1.0, "keywords")
     router = _router(WinRateState(), exploration=0.3, seed=1)
@@ -95,17 +108,64 @@ def test_propensities_sum_to_one_and_match_how_often_each_model_is_chosen() -> N
     probabilities = explore.apply(Choice.certain(greedy), _request(), task, models).probabilities
     assert sum(probabilities.values()) == pytest.approx(1.0)
     assert probabilities[greedy.model] >= 0.7, "the greedy model keeps at least 1 − exploration"
-    counts: dict[str, int] = {}
+    assert min(probabilities.values()) >= 0.01, "every candidate keeps the propensity floor"
     n = 3000
-    for _ in range(n):
-        decision = explore.apply(Choice.certain(greedy), _request(), task, models).decision
-        counts[decision.model] = counts.get(decision.model, 0) + 1
-        assert 0 < decision.propensity <= 1
+    frequencies = _frequencies(explore, greedy, models, n)
     for name, p in probabilities.items():
-        assert counts.get(name, 0) / n == pytest.approx(p, abs=0.04)
+        assert frequencies.get(name, 0.0) == pytest.approx(p, abs=0.04)
     draws = (explore.apply(Choice.certain(greedy), _request(), task, models).decision for _ in range(200))
     explored = next(d for d in draws if d.model != greedy.model)
-    assert explored.alternatives[0].model == explored.model and "Thompson" in explored.reason
+    assert explored.alternatives[0].model == explored.model and explored.reason.startswith("explored by")
+
+
+def test_the_propensity_floor_gives_every_candidate_support() -> None:
+    task = Classification("math", 1.0, "keywords")
+    # Evidence makes c hopeless: Thompson sampling alone would (almost) never try it.
+    obs = [Observation(float(t), "math", "a", 1.0) for t in range(200)]
+    obs += [Observation(float(t), "math", "c", 0.0) for t in range(200)]
+    router = _router(aggregate(obs, dataclasses.replace(SETTINGS, half_life_events=1e9), now=200.0), exploration=0.1)
+    models = router._registry.models
+    greedy = router.route(_request(), task, models)
+    assert greedy is not None and greedy.model == "a"
+    without = Exploration(router, 0.1, seed=2, floor=0.0).apply(Choice.certain(greedy), _request(), task, models)
+    assert without.probabilities["c"] < 0.005
+    explore = Exploration(router, 0.1, seed=2, floor=0.03)
+    probabilities = explore.apply(Choice.certain(greedy), _request(), task, models).probabilities
+    assert sum(probabilities.values()) == pytest.approx(1.0)
+    assert probabilities["c"] >= 0.03 and probabilities["b"] >= 0.03 and probabilities["a"] >= 0.9
+    n = 20_000
+    frequencies = _frequencies(explore, greedy, models, n)
+    for name, p in probabilities.items():
+        assert frequencies.get(name, 0.0) == pytest.approx(p, abs=4 * (p * (1 - p) / n) ** 0.5 + 1e-3)
+
+
+def test_floors_beyond_the_budget_win_and_the_greedy_keeps_the_rest() -> None:
+    task = Classification("math", 1.0, "keywords")
+    router = _router(WinRateState(), exploration=0.015, seed=3)
+    models = router._registry.models
+    greedy = router.route(_request(), task, models)
+    assert greedy is not None
+    # Two other candidates at a floor of 0.01 need 0.02, more than the budget of 0.015: no Thompson draw is left.
+    explore = Exploration(router, 0.015, seed=3, floor=0.01)
+    probabilities = explore.apply(Choice.certain(greedy), _request(), task, models).probabilities
+    assert probabilities == {greedy.model: pytest.approx(0.98), **{m.name: 0.01 for m in models if m.name != "a"}}
+    frequencies = _frequencies(explore, greedy, models, 20_000)
+    assert frequencies[greedy.model] == pytest.approx(0.98, abs=0.005)
+    assert all(frequencies[m.name] == pytest.approx(0.01, abs=0.004) for m in models if m.name != greedy.model)
+    # A floor larger than 1/k is 1/k: uniform.
+    uniform = Exploration(router, 0.6, seed=3, floor=0.5).apply(Choice.certain(greedy), _request(), task, models)
+    assert uniform.probabilities == pytest.approx({m.name: 1 / 3 for m in models})
+
+
+def test_the_floor_is_validated_against_the_budget() -> None:
+    with pytest.raises(ValueError, match="propensity_floor"):
+        WinRateSettings(exploration=0.05, propensity_floor=0.1)
+    with pytest.raises(ValueError, match="propensity_floor"):
+        WinRateSettings(propensity_floor=-0.01)
+    assert WinRateSettings(exploration=0.0).propensity_floor == 0.01, "with exploration off the floor is unused"
+    with pytest.raises(ConfigError, match="propensity_floor"):
+        parse_registry("models: [{name: a, litellm_params: {model: openai/a}}]\n"
+                       "learning: {winrate: {exploration: 0.01, propensity_floor: 0.02}}\n")  # fmt: skip
 
 
 def test_no_exploration_budget_means_propensity_one() -> None:
