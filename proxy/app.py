@@ -1,4 +1,8 @@
-"""The app factory: everything is built in the lifespan (`proxy/gateway.py`), nothing at import."""
+"""The app factory: everything is built in the lifespan (`proxy/gateway.py`), nothing at import.
+
+The one thing built before it is the app's `Drain` (`app.state.drain`), which `proxy/server.py` starts when SIGTERM
+arrives, before uvicorn stops anything.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from starlette.responses import Response
 
 from router_plugins.errors import RoutingError
 
+from .drain import SHUTTING_DOWN, Drain, DrainMiddleware, ShuttingDown
+from .durable import NotDurable
 from .errors import ApiError, backends_failed, internal_error, routing_error
 from .gateway import AppSettings, Gateway, Services, data_dir_for
 from .pipeline import BackendsFailed
@@ -22,10 +28,16 @@ from .routes import router as api_router
 log = logging.getLogger(__name__)
 
 
+RETRY_AFTER_S = 1
+"""What a retryable 503 (shutting down, feedback not stored) tells the client to wait."""
+
+
 def create_app(settings: AppSettings) -> FastAPI:
+    drain = Drain(settings.shutdown_grace_s)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = Gateway(settings)
+        gateway = Gateway(settings, drain)
         app.state.services = await gateway.start()
         try:
             yield
@@ -33,8 +45,12 @@ def create_app(settings: AppSettings) -> FastAPI:
             await gateway.stop()
 
     app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.drain = drain
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.include_router(api_router)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ShuttingDown, _shutting_down)
+    app.add_exception_handler(NotDurable, _not_durable)
     app.add_exception_handler(RoutingError, _routing_error)
     app.add_exception_handler(BackendsFailed, _backends_failed)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -56,6 +72,20 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 async def _backends_failed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BackendsFailed)
     return backends_failed(exc.errors, exc.headers).to_response(_request_id_header(request))
+
+
+async def _shutting_down(request: Request, exc: Exception) -> Response:
+    # `connection: close` sends the client's retry to a new connection, which a load balancer gives another instance.
+    error = ApiError(503, str(exc), type="server_error", code=SHUTTING_DOWN,
+                     headers={"retry-after": str(RETRY_AFTER_S), "connection": "close"})  # fmt: skip
+    return error.to_response(_request_id_header(request))
+
+
+async def _not_durable(request: Request, exc: Exception) -> Response:
+    message = f"The feedback was not recorded: {exc}. Retry it."
+    error = ApiError(503, message, type="server_error", code="feedback_not_recorded",
+                     headers={"retry-after": str(RETRY_AFTER_S)})  # fmt: skip
+    return error.to_response(_request_id_header(request))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import router_commands
 from .evaluation import commands as evaluation_commands
 from .replay import commands as replay_commands
 
@@ -30,12 +31,11 @@ def _offline_defaults() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from router_plugins.registry import load_registry
     from router_plugins.schema import ConfigError
 
     from .app import AppSettings, create_app
+    from .server import serve
 
     config = Path(args.config)
     try:
@@ -43,8 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
-    settings = AppSettings(config, Path(args.data_dir) if args.data_dir else None, watch_config=not args.no_reload)
-    uvicorn.run(
+    settings = AppSettings(config, Path(args.data_dir) if args.data_dir else None, watch_config=not args.no_reload,
+                           shutdown_grace_s=args.graceful_timeout)  # fmt: skip
+    serve(  # on SIGTERM: drain (readiness 503, new chats refused, streams get the grace), flush, exit 0
         create_app(settings),
         host=args.host,
         port=args.port,
@@ -52,7 +53,6 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         log_level=args.log_level,
         access_log=args.access_log,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     return 0
 
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-reload", action="store_true", help="do not pick up config edits while serving")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--graceful-timeout", type=float, default=GRACEFUL_SHUTDOWN_S, metavar="S",
+                       help="on SIGTERM, seconds requests in flight get to finish (default %(default)s)")  # fmt: skip
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser("check-config", help="validate a registry YAML")
@@ -290,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
     ab.set_defaults(func=_report_ab)
 
+    router_commands.register(commands)
     build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")
     build.add_argument("--config", default="config.yaml", help="its storage.data_dir receives the table")
     build.add_argument("--data-dir", help="overrides storage.data_dir of the config")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Outcome = Literal["success", "failure", "partial"]
+Outcome = Literal["success", "failure", "partial", "cancelled"]
+"""How a call ended: `partial` when a stream broke or its client left after the first byte; `cancelled` when the
+gateway cut it because its shutdown grace period ran out (`proxy/drain.py`). A plain TEXT column: no migration."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,8 @@ from router_plugins.routers.learned import POINTER_FILE
 from router_plugins.serving import EmbeddingServer
 from router_plugins.thresholds import POINTER_FILE as THRESHOLDS_POINTER
 
+from .drain import DEFAULT_GRACE_S, Drain
+from .durable import DurableWriter
 from .forward import Forwarder
 from .jobs import Job, periodic
 from .learning import LearningLoop
@@ -61,6 +63,8 @@ class AppSettings:
     data_dir: Path | None = None
     """Overrides `storage.data_dir` of the config."""
     watch_config: bool = True
+    shutdown_grace_s: float = DEFAULT_GRACE_S
+    """On SIGTERM, how long requests in flight get before they are ended (`proxy/drain.py`)."""
 
 
 @dataclass
@@ -70,8 +74,11 @@ class Services:
     holder: RuntimeHolder
     pipeline: Pipeline
     recorder: Recorder
+    feedback_writer: DurableWriter
+    """Feedback is acknowledged only once committed and synced; decisions and attempts go through the recorder."""
     store: Store
     data_dir: Path
+    drain: Drain
     embeddings: str = "ok"
     """`building` while the static embedding table is being distilled in the background."""
     task_model: str = "off"
@@ -89,8 +96,9 @@ class Gateway:
     """Owns the gateway's parts: the shared models, the store, the runtime holder, the recorder, the pipeline and the
     background jobs. Built by `start()`, torn down by `stop()`."""
 
-    def __init__(self, settings: AppSettings) -> None:
+    def __init__(self, settings: AppSettings, drain: Drain | None = None) -> None:
         self.settings = settings
+        self.drain = drain if drain is not None else Drain(settings.shutdown_grace_s)
         self.jobs: dict[str, Job] = {}
         self.embedder: StaticEmbedder | None = None
         self.task_model: TaskModel | None = None
@@ -128,13 +136,15 @@ class Gateway:
         self.recorder = Recorder(store, queue_size=storage.queue_size, batch_size=storage.batch_size,
                                  flush_interval_ms=storage.flush_interval_ms)  # fmt: skip
         await self.recorder.start()
+        self.feedback_writer = DurableWriter(store)
+        await self.feedback_writer.start()
         # MiniLM serves layers 3-4 only where they may run inline (a GPU, or a CPU with a budget); elsewhere it
         # would cost a core at first start and memory for nothing the request path uses.
         self.server = EmbeddingServer() if self.inline else None
-        self.pipeline = Pipeline(lambda: holder.current, forwarder, self.recorder,
+        self.pipeline = Pipeline(lambda: holder.current, forwarder, self.recorder, drain=self.drain,
                                  embed_budget_ms=classifier_settings.transformer_budget_ms)  # fmt: skip
-        self.services = Services(holder, self.pipeline, self.recorder, store, data.root, learning=self.learning,
-                                 jobs=self.jobs)  # fmt: skip
+        self.services = Services(holder, self.pipeline, self.recorder, self.feedback_writer, store, data.root,
+                                 self.drain, learning=self.learning, jobs=self.jobs)  # fmt: skip
         self.services.embeddings = "ok" if self.embedder is not None or not wants_table else "building"
         self.services.task_model = "off" if self.server is None else ("loading" if self.task_model else "fitting")
         self._start_jobs()
@@ -166,10 +176,13 @@ class Gateway:
             await job.stop()
         if self.server is not None:
             await self.server.close()
+        await self.feedback_writer.stop()
         await self.recorder.stop()
         self.store.close()
         stats = self.recorder.stats
-        log.info("recorder stopped: %d written, %d dropped, %d lost", stats.written, stats.dropped, stats.lost)
+        log.info("recorder stopped: %d written, %d dropped, %d lost; feedback: %d written durably, %d refused",
+                 stats.written, stats.dropped, stats.lost, self.feedback_writer.stats.written,
+                 self.feedback_writer.stats.failed)  # fmt: skip
 
     # -- the runtime ------------------------------------------------------------------------------------------
 

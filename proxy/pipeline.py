@@ -2,8 +2,11 @@
 
 Classifying and routing are the routing engine's (`router_plugins/assembly.py`, shared with the LiteLLM plugin); this
 adds what only the gateway has: the transformer's layers 3-4 when the cheap layers were unsure, forwarding through
-LiteLLM with fallback, and recording. Errors are domain errors (`RoutingError`, `BackendsFailed`); the HTTP layer
-maps them to OpenAI's error shape (`proxy/errors.py`).
+LiteLLM with fallback, and recording. Errors are domain errors (`RoutingError`, `BackendsFailed`, `ShuttingDown`);
+the HTTP layer maps them to OpenAI's error shape (`proxy/errors.py`).
+
+Every wait on a backend is bounded by the shutdown drain (`proxy/drain.py`): when its grace period runs out, the
+request ends (503 before the first byte, one error frame after it) and is recorded `cancelled`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from router_plugins.language import UNKNOWN, detect_language
 from router_plugins.registry import ModelEntry
 from router_plugins.types import ChatRequest, Classification, RouteDecision
 
+from .drain import Drain, ShuttingDown
 from .events import DecisionRecord, Outcome, PerformanceRecord
 from .forward import Forwarder, StreamHandle, UpstreamError, Usage
 from .recorder import Recorder
@@ -120,8 +124,10 @@ class Pipeline:
         recorder: Recorder,
         embeddings: Embeddings | None = None,
         embed_budget_ms: float | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self._runtime = runtime
+        self._drain = drain if drain is not None else Drain()
         self._forwarder = forwarder
         self._recorder = recorder
         self._embeddings = embeddings
@@ -141,16 +147,21 @@ class Pipeline:
             ctx.attempts += 1
             started = time.perf_counter()
             try:
-                if request.stream:
-                    handle = await self._forwarder.open_stream(model, request)
-                else:
-                    body, usage = await self._forwarder.complete(model, request)
+                async with self._drain.bound():
+                    if request.stream:
+                        handle = await self._forwarder.open_stream(model, request)
+                    else:
+                        body, usage = await self._forwarder.complete(model, request)
             except UpstreamError as exc:
                 self._record_attempt(ctx, model, "failure", started, None, Usage(), exc)
                 errors.append((model_name, exc))
                 if not exc.retryable:
                     break
                 continue
+            except ShuttingDown as exc:
+                self._record_attempt(ctx, model, "cancelled", started, None, Usage(), exc)
+                self._recorder.record(ctx.record("cancelled"))
+                raise
             ctx.served_by = model_name
             self._recorder.record(ctx.record("success"))
             if request.stream:
@@ -166,6 +177,7 @@ class Pipeline:
                     handle,
                     include_usage=bool((request.params.get("stream_options") or {}).get("include_usage")),
                     on_end=ended,
+                    drain=self._drain,
                 )
                 return Streaming(handle, chunks, ctx.headers(runtime))
             self._record_attempt(ctx, model, "success", started, None, usage, None)

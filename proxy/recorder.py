@@ -3,6 +3,11 @@
 Requests call `record()` and move on; a background task groups records into
 batches and hands them to the store in a worker thread, so neither a slow disk
 nor a failing database can stall or break a request.
+
+The price is what a crash loses: the records accepted and not yet committed
+(`stats.pending`), at most `queue_size` plus the batch being written, in
+practice the last `flush_interval_ms` of traffic. A clean shutdown writes them
+all. What must not be lost (feedback) goes through `proxy.durable` instead.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class RecorderStats:
     batches: int = 0
     """Batches written successfully."""
     queue_depth: int = 0
+    pending: int = 0
+    """Records accepted and not yet written or given up: what a crash at this moment would lose."""
 
 
 class Recorder:
@@ -102,6 +109,7 @@ class Recorder:
         self.stats.enqueued += 1
         self.stats.queue_depth = depth
         self._accepted += 1
+        self.stats.pending = self._accepted - self._settled
         if isinstance(rec, DecisionRecord):
             self._remember(rec.request_id)
         if depth >= self._wake_at:
@@ -178,6 +186,7 @@ class Recorder:
                 logger.exception("recorder writer failed unexpectedly")
                 self.stats.lost += len(batch)
             self._settled += len(batch)
+            self.stats.pending = self._accepted - self._settled
             self._release_flush_waiters()
 
     def _hurry(self) -> bool:

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router_plugins.types import PREFERENCES
 
+from .drain import ShuttingDown
 from .errors import ApiError, bad_request, unauthorized
 from .events import FeedbackRecord
 from .pipeline import Completed
@@ -68,6 +69,8 @@ async def chat_completions(request: Request) -> Response:
     services = _services(request)
     runtime = services.holder.current
     request.state.request_id = request_id = f"ar-{uuid.uuid4().hex}"
+    if services.drain.draining:
+        raise ShuttingDown("The gateway is shutting down and takes no new requests; retry the request.")
     _authorize(request, runtime)
     chat = parse_chat_request(await _body(request), request_id, runtime.registry.router.default_preference)
     result = await services.pipeline.handle(chat)
@@ -122,8 +125,8 @@ async def feedback(request: Request) -> Response:
             404, f"No request with id '{record.request_id}' was routed here.", param="request_id",
             code="request_not_found",
         )  # fmt: skip
-    if not services.recorder.record(record):
-        raise ApiError(503, "The feedback queue is full; retry shortly.", type="server_error", code="queue_full")
+    # 200 only once the row is committed and synced (a crash after it keeps the row); NotDurable answers 503.
+    await services.feedback_writer.write(record)
     return JSONResponse(
         {
             "object": "feedback",
@@ -192,6 +195,10 @@ async def readiness(request: Request) -> Response:
         "config": "ok", "store": "ok", "embeddings": services.embeddings, "task_model": services.task_model,
     }  # fmt: skip
     status = 200
+    drain = services.drain
+    if drain.draining:
+        checks["shutdown"] = f"draining: {drain.in_flight} request(s) in flight, new chats refused"
+        status = 503
     if services.holder.last_error:
         checks["config"] = f"serving the last good config; the file has an error: {services.holder.last_error}"
     try:
@@ -199,13 +206,14 @@ async def readiness(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["store"] = f"not writable: {type(exc).__name__}"
         status = 503
-    stats = services.recorder.stats
+    stats, durable = services.recorder.stats, services.feedback_writer.stats
     body = {
-        "status": "ready" if status == 200 else "not_ready",
+        "status": "shutting_down" if drain.draining else "ready" if status == 200 else "not_ready",
         "checks": checks,
         "models_available": len(services.holder.current.available),
         "registry_version": services.holder.current.registry.version,
         "recorder": {"written": stats.written, "dropped": stats.dropped, "lost": stats.lost,
-                     "queue_depth": stats.queue_depth},
+                     "queue_depth": stats.queue_depth, "pending": stats.pending},
+        "feedback": {"written": durable.written, "failed": durable.failed, "commits": durable.commits},
     }  # fmt: skip
     return JSONResponse(body, status_code=status)

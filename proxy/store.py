@@ -152,6 +152,15 @@ class SQLiteStore(Store):
     # writes
 
     def write_batch(self, records: Sequence[Record]) -> None:
+        self._write(records, durable=False)
+
+    def write_durable(self, records: Sequence[Record]) -> None:
+        # synchronous=FULL for this commit only: the WAL is fsynced before COMMIT returns, so the rows survive a
+        # crash of the process or of the machine. NORMAL (every other commit) survives a killed process but can lose
+        # the last commits on power loss. The fsync also covers every earlier commit's frames in the WAL.
+        self._write(records, durable=True)
+
+    def _write(self, records: Sequence[Record], *, durable: bool) -> None:
         by_table: dict[str, list[tuple[Any, ...]]] = {DECISIONS: [], PERFORMANCE: [], FEEDBACK: [], LEARNING: []}
         for rec in records:
             table = _TABLE_FOR.get(type(rec))
@@ -160,10 +169,18 @@ class SQLiteStore(Store):
             by_table[table].append(tuple(_to_row(rec, table).values()))
         if not records:
             return
-        with self._lock, _immediate_transaction(self._db.conn):
-            for table, rows in by_table.items():
-                if rows:
-                    self._db.conn.executemany(_INSERT_FOR[table], rows)
+        with self._lock:
+            conn = self._db.conn
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with _immediate_transaction(conn):
+                    for table, rows in by_table.items():
+                        if rows:
+                            conn.executemany(_INSERT_FOR[table], rows)
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
 
     def save_routing_rules(self, registry_version: str, rules: Sequence[Mapping[str, Any]]) -> None:
         created_at = time.time()
@@ -211,7 +228,7 @@ class SQLiteStore(Store):
         # Correlated subqueries rather than joins: a join over attempts × feedback rows would multiply
         # the sums and averages.
         sql = f"""
-            SELECT d.request_id, d.created_at, d.ab_arm, d.task, d.status,
+            SELECT d.request_id, d.created_at, d.ab_arm, d.task, d.status, d.propensity,
                    (SELECT AVG(f.score) FROM {FEEDBACK} f
                      WHERE f.request_id = d.request_id AND f.score IS NOT NULL) AS quality,
                    (SELECT SUM(p.cost_usd) FROM {PERFORMANCE} p WHERE p.request_id = d.request_id) AS cost_usd,

@@ -23,7 +23,12 @@ RULES_FROM_CONFIG = "config"
 
 class RequestStore(Protocol):
     def write_batch(self, records: Sequence[Record]) -> None:
-        """Persist all records in one transaction: either all are stored or none."""
+        """Persist all records in one transaction: either all are stored or none. Survives a killed process once
+        it returns, not necessarily a power loss (the recorder's telemetry)."""
+        ...
+
+    def write_durable(self, records: Sequence[Record]) -> None:
+        """As `write_batch`, and synced to disk before it returns: survives a power loss too (feedback)."""
         ...
 
     def decision_exists(self, request_id: str) -> bool: ...
@@ -82,8 +87,8 @@ class LearningStore(Protocol):
 class ReportStore(Protocol):
     def ab_outcomes(self, since: float | None = None) -> list[dict[str, Any]]:
         """Decisions with an A/B arm made at or after `since`, oldest first: request_id, created_at, ab_arm, task,
-        status, quality (mean non-null feedback score, None without one), cost_usd (summed over all attempts),
-        latency_ms (of the last attempt)."""
+        status, propensity (of the served model under the logging policy), quality (mean non-null feedback score,
+        None without one), cost_usd (summed over all attempts), latency_ms (of the last attempt)."""
         ...
 
     def tuning_events(self, since: float | None = None, limit: int = 100_000) -> list[dict[str, Any]]:

@@ -179,13 +179,23 @@ def test_a_trained_artifact_changes_routing_while_serving(start_gateway: Callabl
 
     # The recorded outcomes say the specialist fails these and frontier solves them.
     fixture = Path(__file__).parent.parent / "fixtures" / "outcomes" / "e2e" / "train.jsonl"
-    trained = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "train", "--config", str(gateway.config), "--data", str(fixture),
-         "--data-dir", str(gateway.data_dir), "--folds", "0"],
-        capture_output=True, text=True, env=gateway.env, timeout=300,
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    assert json.loads(trained.stdout)["prompts"] == 84
+
+    def train(*extra: str) -> dict:
+        trained = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", "train", "--config", str(gateway.config), "--data", str(fixture),
+             "--data-dir", str(gateway.data_dir), "--folds", "0", *extra],
+            capture_output=True, text=True, env=gateway.env, timeout=300,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr
+        return json.loads(trained.stdout)
+
+    # Offline outcomes alone are no evidence about live traffic: without logged decisions the gate keeps the champion.
+    refused = train()
+    assert refused["prompts"] == 84 and refused["gate"]["promoted"] is False
+    assert not (gateway.data_dir / "artifacts" / "learned-current.json").exists()
+    forced = train("--force")  # the operator's explicit choice, recorded as such
+    assert forced["gate"]["promoted"] is True
+    assert gateway.rows("SELECT kind FROM learning_events ORDER BY created_at")[-1]["kind"] == "forced-promotion"
 
     deadline = time.monotonic() + 15
     while True:

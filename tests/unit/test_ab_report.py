@@ -246,7 +246,7 @@ def test_store_ab_outcomes(tmp_path: Path) -> None:
         by_id = {r["request_id"]: r for r in rows}
         assert by_id["c1"] == {
             "request_id": "c1", "created_at": T0 + 1, "ab_arm": "control", "task": "code", "status": "success",
-            "quality": pytest.approx(0.6), "cost_usd": pytest.approx(0.003), "latency_ms": 300.0,
+            "propensity": pytest.approx(0.9), "quality": pytest.approx(0.6), "cost_usd": pytest.approx(0.003), "latency_ms": 300.0,
         }  # fmt: skip
         assert by_id["t1"]["quality"] is None and by_id["t1"]["cost_usd"] is None and by_id["t1"]["latency_ms"] == 50.0
         assert by_id["old"]["latency_ms"] is None  # no attempts recorded
