@@ -213,6 +213,13 @@ def _eval_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proxy.evaluation.tasks, "evaluate_tasks", stand_in)
 
 
+def _router_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import proxy.versions
+
+    for name in ("list_versions", "pin", "rollback"):
+        monkeypatch.setattr(proxy.versions, name, _raise(lambda artifacts, *a: artifacts.parent))
+
+
 COMMANDS: dict[str, tuple[list[str], Callable[[pytest.MonkeyPatch], None]]] = {
     "serve": (["serve"], _serve),
     "train": (["train"], _train),
@@ -225,6 +232,9 @@ COMMANDS: dict[str, tuple[list[str], Callable[[pytest.MonkeyPatch], None]]] = {
         _eval_offline,
     ),
     "eval tasks": (["eval", "tasks", "--test", "t.jsonl"], _eval_tasks),
+    "router list": (["router", "list"], _router_versions),
+    "router pin": (["router", "pin", "v1"], _router_versions),
+    "router rollback": (["router", "rollback"], _router_versions),
 }
 
 
