@@ -86,6 +86,12 @@ class Services:
     (a CPU without `transformer_budget_ms`)."""
     learning: LearningLoop | None = None
     jobs: dict[str, Job] = field(default_factory=dict)
+    store_error: str | None = None
+    """Why the data directory's store could not be opened (an in-memory one stands in): readiness is not_ready."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be opened and `storage.required` is true."""
 
 
 def data_dir_for(registry: Registry, settings: AppSettings) -> DataDir:
@@ -113,7 +119,11 @@ class Gateway:
         self.forwarder = forwarder = await asyncio.to_thread(Forwarder)
         await forwarder.warm_up()
         registry = forwarder.resolve_prices(registry)
-        self.data = data = data_dir_for(registry, settings).ensure()
+        self.data = data = data_dir_for(registry, settings)
+        try:
+            data.ensure()
+        except OSError as exc:  # the store below says what this means for serving
+            log.error("the data directory %s cannot be created: %s", data.root, exc)
         classifier_settings = registry.router.classifier
         wants_table = classifier_settings.static_embedding.enabled
         if wants_table and data.path(TABLE_FILE).exists():
@@ -126,7 +136,8 @@ class Gateway:
         self.inline = transformer_inline(classifier_settings)
         if self.inline:
             self.task_model = await asyncio.to_thread(self.sources.task_model)
-        self.store = store = open_store(str(data.db))
+        store, store_error = await asyncio.to_thread(self._open_store, registry, data)
+        self.store = store
         self.feedback_labels = await asyncio.to_thread(store.task_labels)
         self.learning = LearningLoop(lambda: self.holder.current.registry, store, data.artifacts, self._router_context)
         self.holder = holder = RuntimeHolder(settings.config_path, await asyncio.to_thread(self.build, registry),
@@ -145,6 +156,7 @@ class Gateway:
                                  embed_budget_ms=classifier_settings.transformer_budget_ms)  # fmt: skip
         self.services = Services(holder, self.pipeline, self.recorder, self.feedback_writer, store, data.root,
                                  self.drain, learning=self.learning, jobs=self.jobs)  # fmt: skip
+        self.services.store_error = store_error
         self.services.embeddings = "ok" if self.embedder is not None or not wants_table else "building"
         self.services.task_model = "off" if self.server is None else ("loading" if self.task_model else "fitting")
         self._start_jobs()
@@ -196,6 +208,21 @@ class Gateway:
                                 self.data.artifacts, parts)  # fmt: skip
         self._record_rules(runtime.source)
         return runtime
+
+    @staticmethod
+    def _open_store(registry: Registry, data: DataDir) -> tuple[Store, str | None]:
+        """The data directory's store; when it cannot be opened, an in-memory one and the reason (chats are served,
+        nothing is recorded, feedback is refused, readiness says not_ready), or a refusal to start with
+        `storage.required: true`."""
+        try:
+            return open_store(str(data.db)), None
+        except Exception as exc:  # noqa: BLE001 - whatever stops the store from opening
+            reason = f"the store {data.db} cannot be opened: {type(exc).__name__}: {exc}"
+            if registry.storage.required:
+                log.error("%s; storage.required is true, so the gateway does not start", reason)
+                raise StoreUnavailable(f"{reason} (storage.required is true)") from exc
+            log.error("%s; serving chats without recording them (storage.required is false)", reason)
+            return open_store(":memory:"), reason
 
     def _record_rules(self, registry: Registry) -> None:
         """The routing rules in force, written to `model_routing_rules` once per registry version."""

@@ -8,12 +8,14 @@ import json
 import math
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from router_plugins.datadir import quarantined
 from router_plugins.types import PREFERENCES
 
 from .drain import ShuttingDown
@@ -116,6 +118,9 @@ async def feedback(request: Request) -> Response:
     except ValueError as exc:
         raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
     record = _parse_feedback(data, {t.name for t in services.holder.current.registry.tasks})
+    if services.store_error:
+        raise ApiError(503, "Feedback cannot be recorded: the gateway's store is unavailable (see /health/readiness).",
+                       type="server_error", code="store_unavailable", headers={"retry-after": "30"})  # fmt: skip
     try:
         known = await services.recorder.knows(record.request_id)
     except Exception as exc:  # noqa: BLE001 - a store that cannot answer must not turn into a wrong 404
@@ -201,11 +206,20 @@ async def readiness(request: Request) -> Response:
         status = 503
     if services.holder.last_error:
         checks["config"] = f"serving the last good config; the file has an error: {services.holder.last_error}"
-    try:
-        await asyncio.to_thread(services.store.check_writable)
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        checks["store"] = f"not writable: {type(exc).__name__}"
+    if services.store_error:
+        checks["store"] = f"{services.store_error}; chats are served but not recorded, feedback is refused"
         status = 503
+    else:
+        try:
+            await asyncio.to_thread(services.store.check_writable)
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            checks["store"] = f"not writable: {type(exc).__name__}"
+            status = 503
+    damaged = [q for q in quarantined() if str(q["file"]).startswith(str(services.data_dir))]
+    if damaged:  # serving goes on with what they would have replaced: reported, not fatal
+        checks["artifacts"] = "damaged files moved aside: " + ", ".join(
+            f"{Path(str(q['file'])).name} ({q['reason']})" for q in damaged[-5:]
+        )
     stats, durable = services.recorder.stats, services.feedback_writer.stats
     body = {
         "status": "shutting_down" if drain.draining else "ready" if status == 200 else "not_ready",

@@ -171,6 +171,9 @@ class StorageSettings:
     queue_size: int = 10000
     batch_size: int = 500
     flush_interval_ms: int = 200
+    required: bool = False
+    """true: the gateway refuses to start when the store cannot be opened. false: it serves chats anyway (nothing is
+    recorded, feedback is refused) and readiness says not_ready with the reason."""
 
 
 @dataclass(frozen=True)

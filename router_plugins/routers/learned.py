@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datadir import read_pointer, write_atomically, write_pointer
+from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine, read_pointer, write_atomically, write_pointer
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
@@ -243,14 +243,19 @@ class LearnedRouter:
         artifact = current_artifact(context.artifacts) if context.artifacts is not None else None
         if artifact is None:
             router._status = "no learned-router artifact yet"
-        elif context.static_embed is None:
-            router._status = "the learned router waits for the static embedding table"
+            return router
+        try:
+            router.load(artifact)  # read even while the static table is missing: damage is found at the start
+        except DamagedArtifact as exc:  # moved aside: the pointer now dangles and the chain goes on without it
+            quarantine(artifact, str(exc))
+            router._status = "learned-router artifact damaged: moved aside"
+        except (ArtifactVersionError, OSError) as exc:
+            log.error("learned-router artifact %s not loaded: %s", artifact, exc)
+            router._status = f"learned-router artifact not loaded: {type(exc).__name__}"
         else:
-            try:
-                router.load(artifact)
-            except Exception as exc:  # noqa: BLE001 - a damaged artifact must never stop routing: the chain goes on
-                log.error("learned-router artifact %s not loaded: %s", artifact, exc)
-                router._status = f"learned-router artifact not loaded: {type(exc).__name__}"
+            if context.static_embed is None:
+                router.models = ()  # it cannot featurise prompts yet: it does not decide
+                router._status = "the learned router waits for the static embedding table"
         return router
 
     # -- artifacts --------------------------------------------------------------------------------------------
@@ -269,15 +274,30 @@ class LearnedRouter:
         return path
 
     def load(self, path: Path) -> None:
-        with open(path, "rb") as handle, np.load(handle) as data:  # the handle is closed even when it is no npz
-            meta = json.loads(str(data["meta"]))
-            if meta.get("format") != ARTIFACT_FORMAT:
-                raise ValueError(f"{path} is not a learned-router artifact ({meta.get('format')})")
-            self._coef, self._intercept, self._cost_coef = data["coef"], data["intercept"], data["cost"]
-            self._counts = data["counts"]
-        self.models, self._tasks = tuple(meta["models"]), list(meta["tasks"])
-        self.version, self.trained_on = meta["version"], int(meta.get("trained_on", 0))
-        self.latency = {m: (float(a), float(b), int(n)) for m, (a, b, n) in meta.get("latency", {}).items()}
+        """Read an artifact; ArtifactVersionError for another format, DamagedArtifact when it cannot be read."""
+        try:
+            with open(path, "rb") as handle, np.load(handle) as data:  # the handle is closed even when it is no npz
+                meta = json.loads(str(data["meta"]))
+                if meta.get("format") != ARTIFACT_FORMAT:
+                    raise ArtifactVersionError(f"{path} is not a learned-router artifact ({meta.get('format')})")
+                coef, intercept, cost, counts = data["coef"], data["intercept"], data["cost"], data["counts"]
+            models, tasks = tuple(meta["models"]), list(meta["tasks"])
+            version, trained_on = meta["version"], int(meta.get("trained_on", 0))
+            latency = {m: (float(a), float(b), int(n)) for m, (a, b, n) in meta.get("latency", {}).items()}
+            if coef.shape[0] != len(models) or intercept.shape != (len(models),) or counts.shape != (len(models),):
+                raise ValueError(f"arrays for {coef.shape[0]} models, the metadata names {len(models)}")
+        except (ArtifactVersionError, FileNotFoundError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged archive raises
+            raise DamagedArtifact(f"{path} is not a usable learned-router artifact: {exc}") from exc
+        self._coef, self._intercept, self._cost_coef, self._counts = coef, intercept, cost, counts
+        self.models, self._tasks, self.version, self.trained_on, self.latency = (
+            models,
+            tasks,
+            version,
+            trained_on,
+            latency,
+        )
 
 
 def current_artifact(directory: Path) -> Path | None:

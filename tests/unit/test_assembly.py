@@ -131,10 +131,11 @@ def test_a_damaged_learned_artifact_leaves_the_chain_routing(data_dir: tuple[Pat
     parts = Parts(StaticEmbedder.load(data.path(TABLE_FILE)))
     engine = assemble(parse_registry(CONFIG.replace("mode: split", "mode: off")), data.artifacts, parts)
     learned = engine.chain[0]
-    assert learned.name == "learned" and "not loaded" in (learned.status or "")  # type: ignore[attr-defined]
+    assert learned.name == "learned" and "damaged" in (learned.status or "")  # type: ignore[attr-defined]
+    assert artifact.with_name(artifact.name + ".corrupt").exists() and not artifact.exists(), "moved aside"
     request = ChatRequest("r1", "auto", ({"role": "user", "content": "hello there"},))
     decision = engine.route(request, engine.classify("hello there"), "en").decision
-    assert decision.router == "winrate" and "learned could not decide: learned-router artifact not loaded" in (
+    assert decision.router == "winrate" and "learned could not decide: learned-router artifact damaged" in (
         decision.reason
     )
 
