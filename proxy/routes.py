@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from router_plugins.datadir import quarantined
+from router_plugins.datadir import DB_FILE, quarantined
 from router_plugins.types import PREFERENCES
 
 from .drain import ShuttingDown
@@ -32,6 +32,8 @@ router = APIRouter()
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_COMMENT_CHARS = 4000
+STORE_PROBE_S = 1.0
+"""Readiness answers within about this long, whatever the store does."""
 _JSON_HEADERS = {"cache-control": "no-store"}
 
 
@@ -193,6 +195,25 @@ async def liveness() -> Response:
     return JSONResponse({"status": "alive"})
 
 
+_probes: dict[int, asyncio.Future[None]] = {}
+
+
+async def _probe_store(services: Services) -> str | None:
+    """Why the store is not writable, or None; answers within STORE_PROBE_S. A probe still stuck (a locked database)
+    is waited on again rather than piling up another thread."""
+    key = id(services.store)
+    probe = _probes.get(key)
+    if probe is None or probe.done():
+        probe = _probes[key] = asyncio.ensure_future(asyncio.to_thread(services.store.check_writable))
+    try:
+        await asyncio.wait_for(asyncio.shield(probe), STORE_PROBE_S)
+    except TimeoutError:
+        return f"not answering within {STORE_PROBE_S:g} s (locked?)"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return f"not writable: {type(exc).__name__}"
+    return None
+
+
 @router.get("/health/readiness")
 async def readiness(request: Request) -> Response:
     services = _services(request)
@@ -209,11 +230,13 @@ async def readiness(request: Request) -> Response:
     if services.store_error:
         checks["store"] = f"{services.store_error}; chats are served but not recorded, feedback is refused"
         status = 503
+    elif not services.data_dir.is_dir() or not (services.data_dir / DB_FILE).is_file():
+        checks["store"] = f"the data directory {services.data_dir} or its database is gone"
+        status = 503
     else:
-        try:
-            await asyncio.to_thread(services.store.check_writable)
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            checks["store"] = f"not writable: {type(exc).__name__}"
+        problem = await _probe_store(services)
+        if problem:
+            checks["store"] = problem
             status = 503
     damaged = [q for q in quarantined() if str(q["file"]).startswith(str(services.data_dir))]
     if damaged:  # serving goes on with what they would have replaced: reported, not fatal
