@@ -17,6 +17,8 @@ from typing import Any
 from router_plugins.registry import ModelEntry, Registry
 from router_plugins.types import ChatRequest
 
+from .redact import configured_secrets, redact
+
 log = logging.getLogger(__name__)
 
 NO_KEY = "no-key-configured"
@@ -55,6 +57,8 @@ class StreamHandle:
     rest: AsyncIterator[Any]
     model: str
     usage: Usage = Usage()
+    secrets: frozenset[str] = frozenset()
+    """The configured keys, redacted from what the backend says if the stream fails."""
 
 
 class Forwarder:
@@ -74,6 +78,7 @@ class Forwarder:
             logging.getLogger(name).setLevel(logging.WARNING)
         self._litellm = litellm
         self._env = env if env is not None else os.environ
+        self._secrets: frozenset[str] = frozenset()
 
     async def warm_up(self) -> None:
         """One mocked call of each kind, so the first real request does not pay LiteLLM's lazy set-up (~1 s)."""
@@ -95,6 +100,11 @@ class Forwarder:
     def has_credentials(self, model: ModelEntry) -> bool:
         env_name = model.litellm_params.api_key_env
         return env_name is None or bool(self._env.get(env_name))
+
+    def prepare(self, registry: Registry) -> Registry:
+        """`registry` as served: prices resolved, and its keys' values known, to be redacted from backends' errors."""
+        self._secrets = configured_secrets(registry, self._env)
+        return self.resolve_prices(registry)
 
     def resolve_prices(self, registry: Registry) -> Registry:
         """Fill prices the registry leaves out from LiteLLM's price map (when it knows the model)."""
@@ -174,7 +184,7 @@ class Forwarder:
         try:
             response = await self._litellm.acompletion(**self._kwargs(model, request, stream=False))
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw
-            raise classify_error(exc) from exc
+            raise classify_error(exc, self._secrets) from exc
         raw = response.model_dump()
         return clean_response(raw, model.name), usage_of(raw.get("usage"))
 
@@ -188,12 +198,13 @@ class Forwarder:
         except TimeoutError as exc:
             raise UpstreamError(504, "Timeout", "the backend sent no first chunk in time", True) from exc
         except Exception as exc:  # noqa: BLE001
-            raise classify_error(exc) from exc
-        return StreamHandle(first.model_dump(), iterator, model.name)
+            raise classify_error(exc, self._secrets) from exc
+        return StreamHandle(first.model_dump(), iterator, model.name, secrets=self._secrets)
 
 
-def classify_error(exc: BaseException) -> UpstreamError:
-    """Map a LiteLLM/OpenAI exception to a status and whether another backend is worth trying."""
+def classify_error(exc: BaseException, secrets: frozenset[str] = frozenset()) -> UpstreamError:
+    """Map a LiteLLM/OpenAI exception to a status and whether another backend is worth trying. The backend's own
+    words are redacted (`secrets` and anything key-shaped) here, so no consumer of the error sees a key."""
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, MissingCredentials):
@@ -218,16 +229,16 @@ def classify_error(exc: BaseException) -> UpstreamError:
     if status == 404:
         return UpstreamError(502, name, "the backend does not know the configured model", True)
     # Anything else in 4xx is about the request itself: another backend would refuse it too.
-    return UpstreamError(status, name, _upstream_message(exc), False)
+    return UpstreamError(status, name, _upstream_message(exc, secrets), False)
 
 
-def _upstream_message(exc: BaseException) -> str:
+def _upstream_message(exc: BaseException, secrets: frozenset[str]) -> str:
     message = getattr(exc, "message", None) or str(exc)
     # LiteLLM prefixes messages with its own class names; the client wants the backend's words only.
     for marker in ("Exception - ", "Error - "):
         if marker in message:
             message = message.split(marker, 1)[1]
-    return message[:500]
+    return redact(message, secrets)[:500]
 
 
 def usage_of(raw: Any) -> Usage:

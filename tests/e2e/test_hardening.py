@@ -1,0 +1,74 @@
+"""Hardening over real sockets: no upstream secret reaches the client, the store or the log; retry hints the OpenAI
+SDK obeys; no redirects; bounded bodies, bounded nesting and impossible requests answered 400."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import openai
+import pytest
+
+from .conftest import Gateway, Upstream
+
+CLIENT_KEY = "client-key-e2e"
+CARELESS_KEY = "careless-key-0042"
+"""Shaped like no known key: only the gateway's knowledge of its configured keys can redact it."""
+REGISTRY = """
+models:
+  - name: careless
+    litellm_params: {model: openai/careless-echo-auth, api_base: "{UPSTREAM}", api_key_env: E2E_CARELESS_KEY}
+    input_cost_per_mtok: 1.0
+    output_cost_per_mtok: 1.0
+  - name: limited
+    litellm_params: {model: openai/limited-error-429, api_base: "{UPSTREAM}"}
+    input_cost_per_mtok: 1.0
+    output_cost_per_mtok: 1.0
+  - name: refusing
+    litellm_params: {model: openai/refusing-error-400, api_base: "{UPSTREAM}"}
+    input_cost_per_mtok: 1.0
+    output_cost_per_mtok: 1.0
+  - name: small
+    litellm_params: {model: openai/small, api_base: "{UPSTREAM}"}
+    input_cost_per_mtok: 1.0
+    output_cost_per_mtok: 1.0
+    context_window: 4000
+auth: {api_key_envs: [E2E_CLIENT_KEY]}
+router:
+  classifier:
+    transformer_knn: {enabled: false}
+    torch_head: {enabled: false}
+storage: {flush_interval_ms: 50}
+"""
+
+
+@pytest.fixture(scope="module")
+def hardened(start_gateway: Callable[..., Gateway], upstream: Upstream) -> Gateway:
+    return start_gateway(
+        REGISTRY.replace("{UPSTREAM}", f"{upstream.url}/v1"),
+        env={"E2E_CARELESS_KEY": CARELESS_KEY, "E2E_CLIENT_KEY": CLIENT_KEY},
+    )
+
+
+def _client(gateway: Gateway, max_retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=max_retries)
+
+
+def _upstream_calls(upstream: Upstream, model: str) -> int:
+    return sum(1 for r in upstream.requests() if r["model"] == model)
+
+
+# -- 3. nothing of an upstream's secrets passes through -------------------------------------------------------------
+
+
+def test_an_upstream_quoting_its_key_leaks_it_nowhere(hardened: Gateway, upstream: Upstream) -> None:
+    upstream.clear()
+    with pytest.raises(openai.BadRequestError) as raised:
+        _client(hardened).chat.completions.create(model="careless", messages=[{"role": "user", "content": "hi"}])
+    assert _upstream_calls(upstream, "careless-echo-auth") == 1, "the fake upstream was sent the key, and quoted it"
+    body = raised.value.response.text
+    assert raised.value.code == "upstream_rejected" and "Invalid request sent with Authorization: " in body
+    request_id = raised.value.response.headers["x-autoroute-request-id"]
+    (row,) = hardened.wait_rows("SELECT error_message FROM model_performance WHERE request_id = ?", (request_id,))
+    assert row["error_message"].startswith("Invalid request sent with Authorization: ")
+    for seen in (body, row["error_message"], hardened.log.read_text()):
+        assert CARELESS_KEY not in seen
