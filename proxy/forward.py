@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -35,14 +36,27 @@ class Usage:
 
 
 class UpstreamError(Exception):
-    """A backend failed. `retryable` says whether another backend may succeed where this one did not."""
+    """A backend failed. `retryable` says whether another backend may succeed where this one did not; `transient`
+    whether the same call may succeed later (rate limits, 5xx, timeouts; not a refusal); `retry_after` is the
+    backend's own Retry-After, in seconds, when it sent one."""
 
-    def __init__(self, status: int, error_class: str, message: str, retryable: bool) -> None:
+    def __init__(
+        self,
+        status: int,
+        error_class: str,
+        message: str,
+        retryable: bool,
+        *,
+        transient: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_class = error_class
         self.message = message
         self.retryable = retryable
+        self.transient = status in (429, 502, 503, 504) if transient is None else transient
+        self.retry_after = retry_after
 
 
 class MissingCredentials(Exception):
@@ -208,7 +222,7 @@ def classify_error(exc: BaseException, secrets: frozenset[str] = frozenset()) ->
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, MissingCredentials):
-        return UpstreamError(503, "MissingCredentials", str(exc), True)
+        return UpstreamError(503, "MissingCredentials", str(exc), True, transient=False)
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
@@ -220,16 +234,31 @@ def classify_error(exc: BaseException, secrets: frozenset[str] = frozenset()) ->
     if name == "ContextWindowExceededError":
         return UpstreamError(400, name, "the prompt is longer than the backend's context window", True)
     if status == 429:
-        return UpstreamError(429, name, "the backend is rate limited", True)
+        return UpstreamError(429, name, "the backend is rate limited", True, retry_after=_retry_after(exc))
     if status >= 500:
         return UpstreamError(502, name, f"the backend failed with status {status}", True)
     if status in (401, 402, 403):
         # The backend refused our registry credentials or account: the client can do nothing, another backend may.
-        return UpstreamError(502, name, f"the backend refused the gateway's credentials (status {status})", True)
+        return UpstreamError(
+            502, name, f"the backend refused the gateway's credentials (status {status})", True, transient=False
+        )
     if status == 404:
-        return UpstreamError(502, name, "the backend does not know the configured model", True)
+        return UpstreamError(502, name, "the backend does not know the configured model", True, transient=False)
     # Anything else in 4xx is about the request itself: another backend would refuse it too.
     return UpstreamError(status, name, _upstream_message(exc, secrets), False)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The backend's Retry-After in seconds (LiteLLM keeps the response headers on its exceptions), if numeric."""
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+    if not isinstance(headers, Mapping):
+        return None
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    try:
+        seconds = float(value)  # type: ignore[arg-type]  # None and HTTP dates fall to the except
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _upstream_message(exc: BaseException, secrets: frozenset[str]) -> str:

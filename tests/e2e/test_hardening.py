@@ -3,6 +3,7 @@ SDK obeys; no redirects; bounded bodies, bounded nesting and impossible requests
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import openai
@@ -25,6 +26,10 @@ models:
     output_cost_per_mtok: 1.0
   - name: refusing
     litellm_params: {model: openai/refusing-error-400, api_base: "{UPSTREAM}"}
+    input_cost_per_mtok: 1.0
+    output_cost_per_mtok: 1.0
+  - name: locked
+    litellm_params: {model: openai/locked-require-key, api_base: "{UPSTREAM}"}
     input_cost_per_mtok: 1.0
     output_cost_per_mtok: 1.0
   - name: small
@@ -72,3 +77,35 @@ def test_an_upstream_quoting_its_key_leaks_it_nowhere(hardened: Gateway, upstrea
     assert row["error_message"].startswith("Invalid request sent with Authorization: ")
     for seen in (body, row["error_message"], hardened.log.read_text()):
         assert CARELESS_KEY not in seen
+
+
+# -- 4. retry hints ---------------------------------------------------------------------------------------------------
+
+
+def test_the_sdk_retries_a_rate_limit_after_the_backends_retry_after(hardened: Gateway, upstream: Upstream) -> None:
+    upstream.clear()
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as raised:
+        _client(hardened, max_retries=2).chat.completions.create(
+            model="limited", messages=[{"role": "user", "content": "hi"}]
+        )
+    elapsed = time.monotonic() - started
+    headers = raised.value.response.headers
+    assert (headers["x-should-retry"], headers["retry-after"]) == ("true", "1")
+    assert _upstream_calls(upstream, "limited-error-429") == 3, "one call, then the SDK's two retries"
+    # The SDK's own backoff would wait about 0.4 s then 0.9 s; the upstream's Retry-After says 1 s each time.
+    assert elapsed >= 1.9
+
+
+@pytest.mark.parametrize(("model", "upstream_model", "status"), [("refusing", "refusing-error-400", 400),
+                                                                  ("locked", "locked-require-key", 502)])  # fmt: skip
+def test_the_sdk_does_not_retry_what_retrying_cannot_fix(
+    hardened: Gateway, upstream: Upstream, model: str, upstream_model: str, status: int
+) -> None:
+    upstream.clear()
+    with pytest.raises(openai.APIStatusError) as raised:
+        _client(hardened, max_retries=2).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.status_code == status and raised.value.response.headers["x-should-retry"] == "false"
+    assert _upstream_calls(upstream, upstream_model) == 1
