@@ -40,7 +40,9 @@ def create_app(settings: AppSettings) -> FastAPI:
         finally:
             await gateway.stop()
 
-    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No slash redirects: Starlette builds their Location from the client's Host header, before auth.
+    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)  # fmt: skip
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.include_router(api_router)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import httpx
 import openai
 import pytest
 
@@ -109,3 +110,13 @@ def test_the_sdk_does_not_retry_what_retrying_cannot_fix(
         )
     assert raised.value.status_code == status and raised.value.response.headers["x-should-retry"] == "false"
     assert _upstream_calls(upstream, upstream_model) == 1
+
+
+# -- 5. no Host-built redirects ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/chat/completions/"), ("GET", "/v1/models/")])
+def test_a_trailing_slash_is_a_404_never_a_redirect(hardened: Gateway, method: str, path: str) -> None:
+    response = httpx.request(method, f"{hardened.url}{path}", headers={"host": "evil.example"}, json={"model": "auto"})
+    assert response.status_code == 404 and "location" not in response.headers
+    assert response.json()["error"]["code"] == "not_found" and "evil.example" not in response.text
