@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, RoutingError
+from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, RequestTooLarge, RoutingError
 
 RETRY_AFTER_S = 1
 """What a 429 or 503 tells the client to wait when no backend said how long."""
@@ -104,6 +104,14 @@ def routing_error(exc: RoutingError) -> ApiError:
             f"(max_cost_per_1k={exc.max_cost_per_1k}, min_quality={exc.min_quality}).",
             param="autoroute",
             code="no_model_satisfies_constraints",
+        )
+    if isinstance(exc, RequestTooLarge):
+        asked = "the prompt needs" if exc.param == "messages" else f"the prompt and '{exc.param}' need"
+        return bad_request(
+            f"No model can take this request: {asked} about {exc.needed_tokens} tokens, and the largest "
+            f"context window is {exc.largest_window}.",
+            param=exc.param,
+            code="context_length_exceeded",
         )
     return ApiError(
         503,

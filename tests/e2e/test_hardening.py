@@ -4,7 +4,9 @@ SDK obeys; no redirects; bounded bodies, bounded nesting and impossible requests
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -120,3 +122,53 @@ def test_a_trailing_slash_is_a_404_never_a_redirect(hardened: Gateway, method: s
     response = httpx.request(method, f"{hardened.url}{path}", headers={"host": "evil.example"}, json={"model": "auto"})
     assert response.status_code == 404 and "location" not in response.headers
     assert response.json()["error"]["code"] == "not_found" and "evil.example" not in response.text
+
+
+# -- 2. bounded input -------------------------------------------------------------------------------------------------
+
+
+def _peak_rss_kb(gateway: Gateway) -> int:
+    status = Path(f"/proc/{gateway.proc.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+
+
+def test_a_chunked_body_is_refused_at_the_limit_not_read_whole(hardened: Gateway) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'{"model": "auto", "messages": [{"role": "user", "content": "'
+        for _ in range(100):
+            yield b"x" * (1 << 20)
+
+    before = _peak_rss_kb(hardened)
+    headers = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+    response = httpx.post(f"{hardened.base_url}/chat/completions", content=body(), headers=headers, timeout=60)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert "content-length" not in response.request.headers, "sent chunked"
+    assert _peak_rss_kb(hardened) - before < 40_000, "at most the 20 MB limit is held, not the 100 MB sent"
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/feedback"])
+def test_deep_nesting_is_a_400_not_a_500(hardened: Gateway, path: str) -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    content = f'{{"model": "auto", "request_id": "r", "messages": [], "metadata": {nested}}}'
+    response = httpx.post(
+        f"{hardened.base_url}{path}", content=content, headers={"authorization": f"Bearer {CLIENT_KEY}"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "The body's JSON is nested deeper than 64 levels."
+
+
+@pytest.mark.parametrize(
+    ("content", "params", "param"),
+    [("word " * 10_000, {}, "messages"), ("hi", {"max_tokens": 1_000_000_000}, "max_tokens")],
+)
+def test_a_request_no_model_can_take_is_a_400_naming_the_parameter(
+    hardened: Gateway, upstream: Upstream, content: str, params: dict[str, Any], param: str
+) -> None:
+    upstream.clear()
+    with pytest.raises(openai.BadRequestError) as raised:
+        _client(hardened, max_retries=2).chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": content}], **params
+        )
+    error = raised.value.body
+    assert isinstance(error, dict) and (error["param"], error["code"]) == (param, "context_length_exceeded")
+    assert raised.value.response.headers["x-should-retry"] == "false" and upstream.requests() == []
