@@ -28,10 +28,6 @@ from .routes import router as api_router
 log = logging.getLogger(__name__)
 
 
-RETRY_AFTER_S = 1
-"""What a retryable 503 (shutting down, feedback not stored) tells the client to wait."""
-
-
 def create_app(settings: AppSettings) -> FastAPI:
     drain = Drain(settings.shutdown_grace_s)
 
@@ -44,7 +40,9 @@ def create_app(settings: AppSettings) -> FastAPI:
         finally:
             await gateway.stop()
 
-    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No slash redirects: Starlette builds their Location from the client's Host header, before auth.
+    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)  # fmt: skip
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.include_router(api_router)
@@ -76,15 +74,13 @@ async def _backends_failed(request: Request, exc: Exception) -> Response:
 
 async def _shutting_down(request: Request, exc: Exception) -> Response:
     # `connection: close` sends the client's retry to a new connection, which a load balancer gives another instance.
-    error = ApiError(503, str(exc), type="server_error", code=SHUTTING_DOWN,
-                     headers={"retry-after": str(RETRY_AFTER_S), "connection": "close"})  # fmt: skip
+    error = ApiError(503, str(exc), type="server_error", code=SHUTTING_DOWN, headers={"connection": "close"})
     return error.to_response(_request_id_header(request))
 
 
 async def _not_durable(request: Request, exc: Exception) -> Response:
     message = f"The feedback was not recorded: {exc}. Retry it."
-    error = ApiError(503, message, type="server_error", code="feedback_not_recorded",
-                     headers={"retry-after": str(RETRY_AFTER_S)})  # fmt: skip
+    error = ApiError(503, message, type="server_error", code="feedback_not_recorded")
     return error.to_response(_request_id_header(request))
 
 

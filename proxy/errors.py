@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.responses import Response
 
-from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, RoutingError
+from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, RequestTooLarge, RoutingError
+
+RETRY_AFTER_S = 1
+"""What a 429 or 503 tells the client to wait when no backend said how long."""
+MAX_RETRY_AFTER_S = 30
+"""A backend's longer Retry-After is cut to this: the client may try again sooner, through another backend."""
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""Statuses answered `x-should-retry: true` unless the error says otherwise; every other one is final."""
 
 
 class ApiError(Exception):
@@ -36,11 +44,15 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def to_response(self, extra_headers: dict[str, str] | None = None) -> Response:
+        # The retry hints the OpenAI SDKs obey: `x-should-retry` on every error, `retry-after` on 429 and 503.
+        hints = {"x-should-retry": "true" if self.status in RETRYABLE_STATUSES else "false"}
+        if self.status in (429, 503):
+            hints["retry-after"] = str(RETRY_AFTER_S)
         return Response(
             json.dumps(self.body()),
             status_code=self.status,
             media_type="application/json",
-            headers={**self.headers, **(extra_headers or {})},
+            headers={**hints, **self.headers, **(extra_headers or {})},
         )
 
 
@@ -93,6 +105,14 @@ def routing_error(exc: RoutingError) -> ApiError:
             param="autoroute",
             code="no_model_satisfies_constraints",
         )
+    if isinstance(exc, RequestTooLarge):
+        asked = "the prompt needs" if exc.param == "messages" else f"the prompt and '{exc.param}' need"
+        return bad_request(
+            f"No model can take this request: {asked} about {exc.needed_tokens} tokens, and the largest "
+            f"context window is {exc.largest_window}.",
+            param=exc.param,
+            code="context_length_exceeded",
+        )
     return ApiError(
         503,
         "No backend is available for this request: every model in the registry is disabled, lacks "
@@ -104,17 +124,23 @@ def routing_error(exc: RoutingError) -> ApiError:
 
 def backends_failed(errors: Sequence[tuple[str, Any]], headers: dict[str, str]) -> ApiError:
     """The error for a request whose every backend failed: the last one's refusal when it was final (a 4xx), else
-    429 when all were rate limited, 504 when the last timed out, 502 otherwise."""
+    429 when all were rate limited, 504 when the last timed out, 502 otherwise. The client is told to retry only
+    when some failure may pass (a rate limit, a 5xx, a timeout; not a refusal), after the backends' Retry-After."""
     last_model, last = errors[-1]
     if not last.retryable:
-        return ApiError(last.status, last.message, code="upstream_rejected", headers=headers)
+        return ApiError(last.status, last.message, code="upstream_rejected",
+                        headers={**headers, "x-should-retry": "false"})  # fmt: skip
     summary = "; ".join(f"{name}: {exc.message}" for name, exc in errors)
     status = 429 if all(e.status == 429 for _, e in errors) else (504 if last.status == 504 else 502)
     kind = "rate_limit_error" if status == 429 else "server_error"
+    hints = {"x-should-retry": "true" if any(e.transient for _, e in errors) else "false"}
+    waits = [e.retry_after for _, e in errors if e.retry_after is not None]
+    if status == 429 and waits:
+        hints["retry-after"] = str(math.ceil(min(max(waits), MAX_RETRY_AFTER_S)))
     return ApiError(
         status,
         f"Every backend tried failed ({summary}).",
         type=kind,
         code="upstream_unavailable",
-        headers={**headers, "x-autoroute-model": last_model},
+        headers={**headers, **hints, "x-autoroute-model": last_model},
     )

@@ -5,6 +5,7 @@ prefix (`openai/coder-slow-300`) or a descriptive name still triggers it
 (checked in this order):
 
 - ``require-key``: 401 unless ``Authorization: Bearer fake-secret``
+- ``echo-auth``: 400 whose message quotes the ``Authorization`` header and the key it carried (a careless provider)
 - ``timeout``: waits 300 s first (cancellable; ends early if the client leaves)
 - ``error-500`` / ``error-429`` (``retry-after: 1``) / ``error-400`` / ``error-401``: OpenAI error body
 - ``flaky``: 500 on the 1st, 3rd, ... call for that exact model name, 200 otherwise
@@ -239,6 +240,10 @@ async def _chat_completions(request: Request) -> Response:
 
     if "require-key" in model and request.headers.get("authorization") != f"Bearer {REQUIRED_KEY}":
         return wire.error_response(401, "Incorrect API key provided.", "authentication_error")
+    if "echo-auth" in model:
+        auth = request.headers.get("authorization", "")
+        message = f"Invalid request sent with Authorization: {auth} (key {auth.removeprefix('Bearer ')} is fine)."
+        return wire.error_response(400, message, "invalid_request_error")
     if "timeout" in model and not await _sleep_unless_disconnected(request, TIMEOUT_SECONDS):
         # Nobody is listening any more; the status only shows up in server logs.
         return Response(status_code=499)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 
 from router_plugins.registry import ModelEntry, Registry
 from router_plugins.types import ChatRequest
+
+from .redact import configured_secrets, redact
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +36,27 @@ class Usage:
 
 
 class UpstreamError(Exception):
-    """A backend failed. `retryable` says whether another backend may succeed where this one did not."""
+    """A backend failed. `retryable` says whether another backend may succeed where this one did not; `transient`
+    whether the same call may succeed later (rate limits, 5xx, timeouts; not a refusal); `retry_after` is the
+    backend's own Retry-After, in seconds, when it sent one."""
 
-    def __init__(self, status: int, error_class: str, message: str, retryable: bool) -> None:
+    def __init__(
+        self,
+        status: int,
+        error_class: str,
+        message: str,
+        retryable: bool,
+        *,
+        transient: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_class = error_class
         self.message = message
         self.retryable = retryable
+        self.transient = status in (429, 502, 503, 504) if transient is None else transient
+        self.retry_after = retry_after
 
 
 class MissingCredentials(Exception):
@@ -55,6 +71,8 @@ class StreamHandle:
     rest: AsyncIterator[Any]
     model: str
     usage: Usage = Usage()
+    secrets: frozenset[str] = frozenset()
+    """The configured keys, redacted from what the backend says if the stream fails."""
 
 
 class Forwarder:
@@ -74,6 +92,7 @@ class Forwarder:
             logging.getLogger(name).setLevel(logging.WARNING)
         self._litellm = litellm
         self._env = env if env is not None else os.environ
+        self._secrets: frozenset[str] = frozenset()
 
     async def warm_up(self) -> None:
         """One mocked call of each kind, so the first real request does not pay LiteLLM's lazy set-up (~1 s)."""
@@ -95,6 +114,11 @@ class Forwarder:
     def has_credentials(self, model: ModelEntry) -> bool:
         env_name = model.litellm_params.api_key_env
         return env_name is None or bool(self._env.get(env_name))
+
+    def prepare(self, registry: Registry) -> Registry:
+        """`registry` as served: prices resolved, and its keys' values known, to be redacted from backends' errors."""
+        self._secrets = configured_secrets(registry, self._env)
+        return self.resolve_prices(registry)
 
     def resolve_prices(self, registry: Registry) -> Registry:
         """Fill prices the registry leaves out from LiteLLM's price map (when it knows the model)."""
@@ -174,7 +198,7 @@ class Forwarder:
         try:
             response = await self._litellm.acompletion(**self._kwargs(model, request, stream=False))
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw
-            raise classify_error(exc) from exc
+            raise classify_error(exc, self._secrets) from exc
         raw = response.model_dump()
         return clean_response(raw, model.name), usage_of(raw.get("usage"))
 
@@ -188,16 +212,17 @@ class Forwarder:
         except TimeoutError as exc:
             raise UpstreamError(504, "Timeout", "the backend sent no first chunk in time", True) from exc
         except Exception as exc:  # noqa: BLE001
-            raise classify_error(exc) from exc
-        return StreamHandle(first.model_dump(), iterator, model.name)
+            raise classify_error(exc, self._secrets) from exc
+        return StreamHandle(first.model_dump(), iterator, model.name, secrets=self._secrets)
 
 
-def classify_error(exc: BaseException) -> UpstreamError:
-    """Map a LiteLLM/OpenAI exception to a status and whether another backend is worth trying."""
+def classify_error(exc: BaseException, secrets: frozenset[str] = frozenset()) -> UpstreamError:
+    """Map a LiteLLM/OpenAI exception to a status and whether another backend is worth trying. The backend's own
+    words are redacted (`secrets` and anything key-shaped) here, so no consumer of the error sees a key."""
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, MissingCredentials):
-        return UpstreamError(503, "MissingCredentials", str(exc), True)
+        return UpstreamError(503, "MissingCredentials", str(exc), True, transient=False)
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
@@ -209,25 +234,40 @@ def classify_error(exc: BaseException) -> UpstreamError:
     if name == "ContextWindowExceededError":
         return UpstreamError(400, name, "the prompt is longer than the backend's context window", True)
     if status == 429:
-        return UpstreamError(429, name, "the backend is rate limited", True)
+        return UpstreamError(429, name, "the backend is rate limited", True, retry_after=_retry_after(exc))
     if status >= 500:
         return UpstreamError(502, name, f"the backend failed with status {status}", True)
     if status in (401, 402, 403):
         # The backend refused our registry credentials or account: the client can do nothing, another backend may.
-        return UpstreamError(502, name, f"the backend refused the gateway's credentials (status {status})", True)
+        return UpstreamError(
+            502, name, f"the backend refused the gateway's credentials (status {status})", True, transient=False
+        )
     if status == 404:
-        return UpstreamError(502, name, "the backend does not know the configured model", True)
+        return UpstreamError(502, name, "the backend does not know the configured model", True, transient=False)
     # Anything else in 4xx is about the request itself: another backend would refuse it too.
-    return UpstreamError(status, name, _upstream_message(exc), False)
+    return UpstreamError(status, name, _upstream_message(exc, secrets), False)
 
 
-def _upstream_message(exc: BaseException) -> str:
+def _retry_after(exc: BaseException) -> float | None:
+    """The backend's Retry-After in seconds (LiteLLM keeps the response headers on its exceptions), if numeric."""
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+    if not isinstance(headers, Mapping):
+        return None
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    try:
+        seconds = float(value)  # type: ignore[arg-type]  # None and HTTP dates fall to the except
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _upstream_message(exc: BaseException, secrets: frozenset[str]) -> str:
     message = getattr(exc, "message", None) or str(exc)
     # LiteLLM prefixes messages with its own class names; the client wants the backend's words only.
     for marker in ("Exception - ", "Error - "):
         if marker in message:
             message = message.split(marker, 1)[1]
-    return message[:500]
+    return redact(message, secrets)[:500]
 
 
 def usage_of(raw: Any) -> Usage:

@@ -118,7 +118,7 @@ class Gateway:
         registry = load_registry(settings.config_path)
         self.forwarder = forwarder = await asyncio.to_thread(Forwarder)
         await forwarder.warm_up()
-        registry = forwarder.resolve_prices(registry)
+        registry = forwarder.prepare(registry)
         self.data = data = data_dir_for(registry, settings)
         try:
             data.ensure()
@@ -204,7 +204,7 @@ class Gateway:
             self.task_model = self.sources.task_model() or self.task_model  # `autoroute train-classifier` output
         parts = Parts(self.embedder, self.sources.text_model(), self.task_model,
                       self.sources.corrections(self.feedback_labels, registry), self.learning.current)  # fmt: skip
-        runtime = build_runtime(self.forwarder.resolve_prices(registry), self.forwarder.has_credentials,
+        runtime = build_runtime(self.forwarder.prepare(registry), self.forwarder.has_credentials,
                                 self.data.artifacts, parts)  # fmt: skip
         self._record_rules(runtime.source)
         return runtime

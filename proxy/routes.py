@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import math
 import time
 import uuid
@@ -22,7 +21,7 @@ from .drain import ShuttingDown
 from .errors import ApiError, bad_request, unauthorized
 from .events import FeedbackRecord
 from .pipeline import Completed
-from .validation import parse_chat_request
+from .validation import load_json, parse_chat_request
 
 if TYPE_CHECKING:
     from .gateway import Services
@@ -58,13 +57,19 @@ def _authorize(request: Request, runtime: Runtime) -> None:
 
 
 async def _body(request: Request) -> bytes:
+    """The body, read as it arrives and refused once it passes MAX_BODY_BYTES, whatever its framing (a chunked body
+    says no length up front)."""
+    too_large = ApiError(413, f"The body is larger than {MAX_BODY_BYTES} bytes.", code="request_too_large")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES} bytes.", code="request_too_large")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"The body is larger than {MAX_BODY_BYTES} bytes.", code="request_too_large")
-    return body
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.post("/v1/chat/completions")
@@ -115,10 +120,7 @@ async def list_models(request: Request) -> Response:
 async def feedback(request: Request) -> Response:
     services = _services(request)
     _authorize(request, services.holder.current)
-    try:
-        data = json.loads(await _body(request))
-    except ValueError as exc:
-        raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+    data = load_json(await _body(request))
     record = _parse_feedback(data, {t.name for t in services.holder.current.registry.tasks})
     if services.store_error:
         raise ApiError(503, "Feedback cannot be recorded: the gateway's store is unavailable (see /health/readiness).",

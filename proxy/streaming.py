@@ -83,7 +83,7 @@ async def relay_stream(
             }
         )
     except Exception as exc:  # noqa: BLE001 - any upstream failure mid-stream ends in one error frame
-        upstream = classify_error(exc)
+        upstream = classify_error(exc, handle.secrets)
         outcome, error = "partial", upstream
         log.warning("stream from %s broke after the first byte: %s", handle.model, upstream.error_class)
         yield sse(

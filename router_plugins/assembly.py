@@ -27,10 +27,11 @@ from pathlib import Path
 from .candidates import Candidates, serving
 from .classify import CorrectionsLayer, StaticEmbedder, TaskClassifier, TextModel, build_classifier
 from .classify.model import TaskModel
-from .errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, NoBackendAvailable
+from .errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, NoBackendAvailable, RequestTooLarge
 from .registry import ModelEntry, Registry
 from .routers import Router, RouterContext, RouterTable, WinRateRouter, WinRateState, default_table
 from .routers.policies import Choice, DriftGuard, Exploration, Policy
+from .routers.static_rules import CHARS_PER_TOKEN, DEFAULT_COMPLETION_TOKENS
 from .thresholds import with_tuned_thresholds
 from .types import ChatRequest, Classification, RouteDecision, ScoredCandidate
 
@@ -139,7 +140,24 @@ class RoutingEngine:
             return self._first_decision(routers, request, classification, candidates.fallback)
         if request.max_cost_per_1k is not None or request.min_quality is not None:
             raise ConstraintsUnmet(classification.task, request.max_cost_per_1k, request.min_quality)
+        too_large = self._too_large(request)
+        if too_large is not None:
+            raise too_large
         raise NoBackendAvailable()
+
+    def _too_large(self, request: ChatRequest) -> RequestTooLarge | None:
+        """Why no available model can take `request` (a fault of the request, not of the backends), if that is why."""
+        if not self.available:
+            return None
+        window = max(m.context_window for m in self.available)
+        prompt = request.prompt_chars() // CHARS_PER_TOKEN
+        if prompt > window:
+            return RequestTooLarge("messages", prompt, window)
+        param = next((k for k in ("max_tokens", "max_completion_tokens") if request.params.get(k)), None)
+        answer = request.params[param] if param else DEFAULT_COMPLETION_TOKENS
+        if prompt + answer > window:
+            return RequestTooLarge(param or "messages", prompt + answer, window)
+        return None
 
 
 def assemble(

@@ -51,4 +51,17 @@ class NoBackendAvailable(RoutingError):
         super().__init__("no backend is available for this request")
 
 
-__all__ = ["ConstraintsUnmet", "ModelNotFound", "ModelUnavailable", "NoBackendAvailable", "RoutingError"]
+class RequestTooLarge(RoutingError):
+    """No model could take the request whatever the routing: its prompt, or the prompt and the answer it asks room
+    for (`param`: `messages`, or `max_tokens` / `max_completion_tokens`), exceed every context window."""
+
+    def __init__(self, param: str, needed_tokens: int, largest_window: int) -> None:
+        super().__init__(f"{param}: about {needed_tokens} tokens, but the largest context window is {largest_window}")
+        self.param = param
+        self.needed_tokens = needed_tokens
+        self.largest_window = largest_window
+
+
+__all__ = [
+    "ConstraintsUnmet", "ModelNotFound", "ModelUnavailable", "NoBackendAvailable", "RequestTooLarge", "RoutingError",
+]  # fmt: skip

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.assembly import ClassifierSources
 from router_plugins.classify.static_embedding import TABLE_FILE, TABLE_VERSION, model_path
 from router_plugins.datadir import DataDir, write_atomically
-from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, NoBackendAvailable
+from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, NoBackendAvailable, RequestTooLarge
 from router_plugins.language import detect_language
 from router_plugins.outcomes import OutcomeSet
 from router_plugins.registry import PreferenceWeights, parse_registry
@@ -232,3 +233,18 @@ def test_exploration_can_run_around_any_chain_with_a_propensity_floor(data_dir: 
         routed.append(engine.route(request, engine.classify(text_), "en").decision)
     assert any(d.router == "learned" and d.reason.startswith("explored") for d in routed)
     assert min(d.propensity for d in routed) >= 0.05 - 1e-9
+
+
+@pytest.mark.parametrize(
+    ("content", "params", "param"),
+    [("x" * 4_000_000, {}, "messages"), ("hi", {"max_tokens": 1_000_000_000}, "max_tokens"),
+     ("hi", {"max_completion_tokens": 1_000_000_000}, "max_completion_tokens")],
+)  # fmt: skip
+def test_a_request_no_model_can_take_is_the_requests_fault(content: str, params: dict[str, Any], param: str) -> None:
+    engine = assemble(parse_registry(CONFIG.replace("mode: split", "mode: off")), None)
+    request = ChatRequest("r", "auto", ({"role": "user", "content": content},), params=params)
+    with pytest.raises(RequestTooLarge) as too_large:
+        engine.route(request, Classification("chat", 1.0, "test"), "en")
+    error = routing_error(too_large.value)
+    assert (error.status, error.param, error.code) == (400, param, "context_length_exceeded")
+    assert "largest context window" in error.message

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from proxy.errors import ApiError
-from proxy.validation import parse_chat_request
+from proxy.validation import MAX_JSON_DEPTH, json_depth, load_json, parse_chat_request
 from router_plugins.types import ChatRequest
 
 USER = {"role": "user", "content": "hi"}
@@ -302,3 +302,23 @@ def test_autoroute_extension_refuses_non_finite_numbers(number: bytes) -> None:
     body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "autoroute": {"max_cost_per_1k": %s}}'
 
     assert rejected(body % number).param == "autoroute.max_cost_per_1k"
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    assert json_depth(b'{"a": [[1], {"b": []}]}') == 4
+    assert json_depth(b'{"a": "[[[[{{{{", "b": "\\\\", "c": "\\"[["}') == 1
+    assert json_depth(b"[" * 100_000 + b"]" * 100_000) == 100_000
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
+def test_deep_nesting_is_a_400_naming_it(depth: int) -> None:
+    body = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "metadata": ' + b"[" * depth
+    error = rejected(body + b"]" * depth + b"}")
+    assert (error.status, error.code) == (400, "invalid_json") and "nested deeper than 64" in error.message
+    with pytest.raises(ApiError):
+        load_json(b"[" * depth + b"]" * depth)
+
+
+def test_nesting_within_the_limit_is_parsed() -> None:
+    depth = MAX_JSON_DEPTH - 5
+    assert parse(chat(metadata={"x": json.loads("[" * depth + "]" * depth)})).request_id == "req-1"
