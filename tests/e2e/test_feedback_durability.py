@@ -19,8 +19,11 @@ from .launcher import Launcher
 
 CYCLES = 20
 CLIENTS = 4
-POSTING_S = (0.15, 0.45)
-"""How long clients post before each kill, drawn per cycle."""
+ACKED_BEFORE_KILL = (8, 20)
+"""Posts acknowledged in a cycle before its kill, drawn per cycle: the kill lands mid-traffic however fast or loaded
+the machine is."""
+KILL_JITTER_S = (0.0, 0.1)
+CYCLE_CAP_S = 20.0
 PROMPTS = ["Write a Python function that merges two sorted lists.", "What is 17 * 23?", "Say hello to my friend."]
 
 
@@ -74,9 +77,13 @@ def test_acknowledged_feedback_survives_kill_9(tmp_path: Path, upstream: Upstrea
                 threading.Thread(target=_post_until_killed, args=(gateway.url, ids, f"{cycle}.{n}", acked, outcomes))
                 for n in range(CLIENTS)
             ]
+            before, wanted = len(acked), rng.randint(*ACKED_BEFORE_KILL)
             for thread in threads:
                 thread.start()
-            time.sleep(rng.uniform(*POSTING_S))
+            cap = time.monotonic() + CYCLE_CAP_S
+            while len(acked) - before < wanted and time.monotonic() < cap:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(*KILL_JITTER_S))
             exit_codes.append(launcher.kill(gateway))
             for thread in threads:
                 thread.join(timeout=15)
@@ -93,7 +100,7 @@ def test_acknowledged_feedback_survives_kill_9(tmp_path: Path, upstream: Upstrea
     print(f"{len(acked)} posts acknowledged over {CYCLES} kills, {len(missing)} missing; {dict(outcomes)}; "
           f"{elapsed:.1f} s")  # fmt: skip
     assert exit_codes == [-9] * CYCLES
-    assert len(acked) >= CYCLES * 10, f"too few posts to say anything: {dict(outcomes)}"
+    assert len(acked) >= CYCLES * ACKED_BEFORE_KILL[0], f"too few posts to say anything: {dict(outcomes)}"
     assert set(outcomes) <= {"200", "ReadError", "RemoteProtocolError", "ConnectError", "WriteError"}, outcomes
     assert missing == [], f"{len(missing)} of {len(acked)} acknowledged posts are not stored"
 
