@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     from .registry import Registry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DB_FILE = "autoroute.db"
 ARTIFACTS = "artifacts"
@@ -94,21 +95,33 @@ def write_pointer(directory: Path, pointer_name: str, artifact_path: Path, versi
     return write_atomically(directory / pointer_name, lambda handle: handle.write(text))
 
 
+def read_json(path: Path, what: str, check: Callable[[Any], T]) -> T | None:
+    """`check` of the JSON in `path`; None when it cannot be read (logged) or is not `what` (`check` raised
+    ValueError, KeyError or TypeError: the file is moved aside as damaged)."""
+    try:
+        return check(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+    except (ValueError, KeyError, TypeError) as exc:
+        quarantine(path, f"not {what}: {exc}")
+    return None
+
+
 def read_pointer(directory: Path, pointer_name: str) -> Path | None:
     """The file `directory/pointer_name` points at; None when there is no pointer, and None with a warning when it is
     garbled or names a file that is not there (serving goes on without that artifact). Never raises."""
     pointer = directory / pointer_name
     if not pointer.exists():
         return None
-    try:
-        name = json.loads(pointer.read_text(encoding="utf-8"))["artifact"]
+
+    def check(data: object) -> str:
+        name = data["artifact"] if isinstance(data, dict) else None
         if not isinstance(name, str) or Path(name).name != name:
             raise ValueError(f"the pointer names {name!r}, not a file beside it")
-    except OSError as exc:
-        log.warning("ignoring the pointer %s: %s", pointer, exc)
-        return None
-    except (ValueError, KeyError, TypeError) as exc:
-        quarantine(pointer, f"not a pointer: {exc}")
+        return name
+
+    name = read_json(pointer, "a pointer", check)
+    if name is None:
         return None
     path = directory / name
     if not path.is_file():

@@ -4,12 +4,12 @@ registry's (`thresholds-<version>.json`, pointed at by `thresholds-current.json`
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from .datadir import quarantine, read_pointer
+from .datadir import read_json, read_pointer
 from .registry import ClassifierSettings, Registry
 
 log = logging.getLogger(__name__)
@@ -39,20 +39,18 @@ def load_tuned_thresholds(artifacts_dir: Path) -> dict[str, float] | None:
     path = read_pointer(artifacts_dir, POINTER_FILE)
     if path is None:
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+
+    def check(data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ValueError("the file is not a JSON object")
         if data.get("format") != ARTIFACT_FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
-        values = data["thresholds"]
-        if not isinstance(values, dict):
+        if not isinstance(data["thresholds"], dict):
             raise ValueError("`thresholds` is not an object")
-    except OSError as exc:
-        log.warning("ignoring the tuned classifier thresholds in %s: %s", artifacts_dir, exc)
-        return None
-    except (ValueError, KeyError, TypeError) as exc:
-        quarantine(path, f"not a thresholds file: {exc}")
+        return data["thresholds"]
+
+    values = read_json(path, "a thresholds file", check)
+    if values is None:
         return None
     thresholds: dict[str, float] = {}
     for layer, value in values.items():
