@@ -58,6 +58,12 @@ class UpstreamError(Exception):
         self.transient = status in (429, 502, 503, 504) if transient is None else transient
         self.retry_after = retry_after
 
+    @property
+    def backend_fault(self) -> bool:
+        """Whether the backend, not the request, failed (timeouts, 5xx, 429, connection errors, refused credentials):
+        what counts against it in the circuit breaker. A client's own 4xx never does."""
+        return self.status >= 500 or self.status == 429
+
 
 class MissingCredentials(Exception):
     pass

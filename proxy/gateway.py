@@ -32,6 +32,7 @@ from router_plugins.classify.assembly import ClassifierSources, transformer_inli
 from router_plugins.classify.model import MODEL_FILE, TaskModel
 from router_plugins.classify.static_embedding import TABLE_FILE
 from router_plugins.datadir import DataDir
+from router_plugins.health import CircuitBreaker
 from router_plugins.registry import Registry, load_registry
 from router_plugins.routers import RouterContext
 from router_plugins.routers.learned import POINTER_FILE
@@ -88,6 +89,8 @@ class Services:
     jobs: dict[str, Job] = field(default_factory=dict)
     store_error: str | None = None
     """Why the data directory's store could not be opened (an in-memory one stands in): readiness is not_ready."""
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    """Each model's circuit breaker (closed, open, half_open), shown by readiness."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -112,6 +115,8 @@ class Gateway:
         self.server: EmbeddingServer | None = None
         self._rules_version: str | None = None
         self._transformer_ready = asyncio.Event()
+        self.breaker = CircuitBreaker()
+        """Per-model health, kept across config reloads (`build` re-configures it)."""
 
     async def start(self) -> Services:
         settings = self.settings
@@ -153,9 +158,10 @@ class Gateway:
         # would cost a core at first start and memory for nothing the request path uses.
         self.server = EmbeddingServer() if self.inline else None
         self.pipeline = Pipeline(lambda: holder.current, forwarder, self.recorder, drain=self.drain,
-                                 embed_budget_ms=classifier_settings.transformer_budget_ms)  # fmt: skip
+                                 embed_budget_ms=classifier_settings.transformer_budget_ms,
+                                 breaker=self.breaker)  # fmt: skip
         self.services = Services(holder, self.pipeline, self.recorder, self.feedback_writer, store, data.root,
-                                 self.drain, learning=self.learning, jobs=self.jobs)  # fmt: skip
+                                 self.drain, learning=self.learning, jobs=self.jobs, breaker=self.breaker)  # fmt: skip
         self.services.store_error = store_error
         self.services.embeddings = "ok" if self.embedder is not None or not wants_table else "building"
         self.services.task_model = "off" if self.server is None else ("loading" if self.task_model else "fitting")
@@ -204,6 +210,7 @@ class Gateway:
             self.task_model = self.sources.task_model() or self.task_model  # `autoroute train-classifier` output
         parts = Parts(self.embedder, self.sources.text_model(), self.task_model,
                       self.sources.corrections(self.feedback_labels, registry), self.learning.current)  # fmt: skip
+        self.breaker.configure(registry.router.circuit_breaker, (m.name for m in registry.models))
         runtime = build_runtime(self.forwarder.prepare(registry), self.forwarder.has_credentials,
                                 self.data.artifacts, parts)  # fmt: skip
         self._record_rules(runtime.source)

@@ -12,14 +12,16 @@ request ends (503 before the first byte, one error frame after it) and is record
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from router_plugins.health import CircuitBreaker, CircuitBreakerSettings
 from router_plugins.language import UNKNOWN, detect_language
 from router_plugins.registry import ModelEntry
 from router_plugins.types import ChatRequest, Classification, RouteDecision
@@ -125,8 +127,11 @@ class Pipeline:
         embeddings: Embeddings | None = None,
         embed_budget_ms: float | None = None,
         drain: Drain | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._runtime = runtime
+        self._breaker = breaker if breaker is not None else CircuitBreaker(CircuitBreakerSettings(enabled=False))
+        """Owned by the gateway, so it outlives config reloads; without one, no model is ever skipped."""
         self._drain = drain if drain is not None else Drain()
         self._forwarder = forwarder
         self._recorder = recorder
@@ -139,9 +144,8 @@ class Pipeline:
         runtime = self._runtime()
         ctx = await self._decide(runtime, request)
         registry = runtime.registry
-        order = ctx.decision.fallback_order[: registry.router.max_attempts]
         errors: list[tuple[str, UpstreamError]] = []
-        for model_name in order:
+        for model_name in self._attempt_order(ctx, registry.router.max_attempts):
             model = registry.model(model_name)
             assert model is not None, "routers only return registry models"
             ctx.attempts += 1
@@ -153,6 +157,8 @@ class Pipeline:
                     else:
                         body, usage = await self._forwarder.complete(model, request)
             except UpstreamError as exc:
+                if exc.backend_fault:
+                    self._breaker.record(model_name, False, time.monotonic())
                 self._record_attempt(ctx, model, "failure", started, None, Usage(), exc)
                 errors.append((model_name, exc))
                 if not exc.retryable:
@@ -180,10 +186,40 @@ class Pipeline:
                     drain=self._drain,
                 )
                 return Streaming(handle, chunks, ctx.headers(runtime))
+            self._breaker.record(model_name, True, time.monotonic())
             self._record_attempt(ctx, model, "success", started, None, usage, None)
             return Completed(body, ctx.headers(runtime))
         self._recorder.record(ctx.record("failure"))
         raise BackendsFailed(errors, ctx.headers(runtime))
+
+    def _attempt_order(self, ctx: CallContext, limit: int) -> Iterator[str]:
+        """The models to try, at most `limit`: the fallback order with the models whose breaker is open moved to the
+        end, so they are tried only when nothing else is left (never is a request failed only by the breaker). Each
+        skip is added to the decision's reason. A named model is not re-routed. Lazy: the breaker is asked right
+        before each call, since a half-open model lets exactly one probe through."""
+        order = ctx.decision.fallback_order
+        if not ctx.request.is_auto:
+            yield from order[:limit]
+            return
+        cooling: list[str] = []
+        tried = 0
+        for name in order:
+            if tried == limit:
+                return
+            now = time.monotonic()
+            if self._breaker.allow(name, now):
+                tried += 1
+                yield name
+            else:
+                self._note(ctx, f"skipped {name}: {self._breaker.why_cooling(name, now)}")
+                cooling.append(name)
+        for name in cooling[: limit - tried]:
+            self._note(ctx, f"tried {name} anyway: no other candidate was left")
+            yield name
+
+    @staticmethod
+    def _note(ctx: CallContext, note: str) -> None:
+        ctx.decision = dataclasses.replace(ctx.decision, reason=f"{ctx.decision.reason}; {note}")
 
     def use_embeddings(self, embeddings: Embeddings) -> None:
         """Let layers 3-4 run: called once the embedding model is loaded."""
@@ -267,6 +303,8 @@ class Pipeline:
         usage: Usage,
         error: BaseException | None,
     ) -> None:
+        if outcome != "cancelled" and (not isinstance(error, UpstreamError) or error.backend_fault):
+            self._breaker.record(model.name, outcome == "success", time.monotonic())
         self._record_attempt(ctx, model, outcome, started, ttft_ms, usage, error)
         if outcome != "success":
             self._recorder.record(ctx.record(outcome))

@@ -254,5 +254,8 @@ async def readiness(request: Request) -> Response:
         "recorder": {"written": stats.written, "dropped": stats.dropped, "lost": stats.lost,
                      "queue_depth": stats.queue_depth, "pending": stats.pending},
         "feedback": {"written": durable.written, "failed": durable.failed, "commits": durable.commits},
+        "circuit_breaker": services.breaker.snapshot(
+            time.monotonic(), (m.name for m in services.holder.current.registry.models)
+        ),
     }  # fmt: skip
     return JSONResponse(body, status_code=status)

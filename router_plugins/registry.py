@@ -16,6 +16,7 @@ from typing import Literal
 
 from .classifier_settings import ClassifierSettings as ClassifierSettings
 from .classifier_settings import LayerSettings as LayerSettings
+from .health import CircuitBreakerSettings as CircuitBreakerSettings
 from .schema import ConfigError, load_yaml
 from .types import PREFERENCES, Preference
 
@@ -149,6 +150,8 @@ class RouterSettings:
     priority_bonus: float = 0.02
     """Utility added per priority step above the rule's lowest priority."""
     classifier: ClassifierSettings = ClassifierSettings()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    """Skip a model that keeps failing while it cools down (`router_plugins/health.py`)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
