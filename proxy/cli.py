@@ -61,8 +61,11 @@ def _check_config(args: argparse.Namespace) -> int:
     from router_plugins.registry import load_registry
     from router_plugins.schema import ConfigError
 
+    from .runtime import client_keys
+
     try:
         registry = load_registry(args.file)
+        client_keys(registry)  # what `serve` refuses beyond the schema: an auth key variable that is not set
     except ConfigError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2

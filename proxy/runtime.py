@@ -58,10 +58,10 @@ def build_runtime(
     table: RouterTable | None = None,
 ) -> Runtime:
     """The engine (`router_plugins.assembly`) and the client keys; raises ConfigError for an unset key variable."""
-    return Runtime(registry, assemble(registry, artifacts, parts, has_credentials, table), _client_keys(registry))
+    return Runtime(registry, assemble(registry, artifacts, parts, has_credentials, table), client_keys(registry))
 
 
-def _client_keys(registry: Registry) -> tuple[bytes, ...]:
+def client_keys(registry: Registry) -> tuple[bytes, ...]:
     keys = []
     for name in registry.auth.api_key_envs:
         value = os.environ.get(name, "")

@@ -35,6 +35,10 @@ class LiteLLMParams:
     extra_headers_env: Mapping[str, str] = field(default_factory=dict)
     """Header name -> environment variable holding its value."""
 
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -177,6 +181,13 @@ class StorageSettings:
     required: bool = False
     """true: the gateway refuses to start when the store cannot be opened. false: it serves chats anyway (nothing is
     recorded, feedback is refused) and readiness says not_ready with the reason."""
+
+    def __post_init__(self) -> None:
+        for name in ("queue_size", "batch_size", "flush_interval_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"storage.{name} must be >= 1, got {getattr(self, name)}")
+        if self.truncate_chars < 0:
+            raise ValueError(f"storage.truncate_chars must be >= 0, got {self.truncate_chars}")
 
 
 @dataclass(frozen=True)

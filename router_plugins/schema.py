@@ -28,7 +28,17 @@ def _where(node: yaml.Node, source: str) -> str:
 
 def _scalar(node: yaml.Node) -> Any:
     # Re-resolve the scalar with the safe loader's rules (ints, floats, bools, null).
-    return yaml.safe_load(yaml.serialize(node))
+    return _safe_value(node)
+
+
+def _safe_value(node: yaml.Node) -> Any:
+    """The node's value under the safe loader; a tag it refuses (`!!python/name:...`) is a ConfigError at the node's
+    line, not a traceback."""
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"unsupported YAML value {node.tag!r} at line {node.start_mark.line + 1}: {problem}") from exc
 
 
 def decode(node: yaml.Node | None, cls: Any, source: str, path: str) -> Any:
@@ -79,7 +89,7 @@ def decode(node: yaml.Node | None, cls: Any, source: str, path: str) -> Any:
             )
         return value
     if cls is Any:
-        return yaml.safe_load(yaml.serialize(node))
+        return _safe_value(node)
     if not isinstance(node, yaml.ScalarNode):
         got = "a mapping (quote a string that holds ': ')" if isinstance(node, yaml.MappingNode) else "a list"
         raise ConfigError(f"{path}: expected a {cls.__name__}, got {got} at {_where(node, source)}")

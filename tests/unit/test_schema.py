@@ -320,3 +320,33 @@ def test_check_config_notes_unset_key_variables(
     assert "unset key variables (their models are left out of routing): AUTOROUTE_TEST_UNSET_KEY" in (
         capsys.readouterr().out
     )
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("storage: {queue_size: -1}\n", "storage.queue_size must be >= 1"),
+        ("storage: {batch_size: 0}\n", "storage.batch_size must be >= 1"),
+        ("storage: {flush_interval_ms: 0}\n", "storage.flush_interval_ms must be >= 1"),
+        ("auth: {api_key_envs: [AUTOROUTE_TEST_UNSET_CLIENT_KEY]}\n", "AUTOROUTE_TEST_UNSET_CLIENT_KEY"),
+        ("storage: {data_dir: !!python/name:os.system x}\n", "unsupported YAML value"),
+    ],
+)
+def test_check_config_refuses_what_serve_refuses(
+    extra: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check-config` runs the validation `serve` runs: sizes, auth variables, tags the safe loader refuses."""
+    monkeypatch.delenv("AUTOROUTE_TEST_UNSET_CLIENT_KEY", raising=False)
+    path = tmp_path / "config.yaml"
+    path.write_text(ONE_MODEL + extra, encoding="utf-8")
+
+    assert main(["check-config", str(path)]) == 2
+
+    out, err = capsys.readouterr()
+    assert expected in err and "Traceback" not in err and "ok" not in out
+
+
+def test_a_timeout_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="timeout_s must be > 0"):
+        parse_registry(ONE_MODEL.replace("{model: openai/alpha}", "{model: openai/alpha, timeout_s: -5}"))
