@@ -17,7 +17,7 @@ from typing import Literal
 from .classifier_settings import ClassifierSettings as ClassifierSettings
 from .classifier_settings import LayerSettings as LayerSettings
 from .health import CircuitBreakerSettings as CircuitBreakerSettings
-from .schema import ConfigError, load_yaml
+from .schema import ConfigError, InvalidValue, load_yaml
 from .types import PREFERENCES, Preference
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -319,25 +319,30 @@ class Registry:
     learning: LearningSettings = LearningSettings()
 
     def __post_init__(self) -> None:
-        _unique("model", [m.name for m in self.models])
-        _unique("task", [t.name for t in self.tasks])
+        _unique("model", [m.name for m in self.models], "models")
+        _unique("task", [t.name for t in self.tasks], "tasks")
         model_names = {m.name for m in self.models}
         task_names = {t.name for t in self.tasks}
         if not self.models:
             raise ValueError("the registry needs at least one model")
         if self.router.fallback_task not in task_names:
-            raise ValueError(f"router.fallback_task {self.router.fallback_task!r} is not a task type")
-        for model in self.models:
+            raise InvalidValue(
+                f"router.fallback_task {self.router.fallback_task!r} is not a task type", "router", "fallback_task"
+            )
+        for i, model in enumerate(self.models):
             for task in [*model.specialized_for, *(k for k in model.quality if k != "default")]:
                 if task not in task_names:
-                    raise ValueError(f"model {model.name!r} names unknown task {task!r}")
-        _unique("routing rule task", [r.task for r in self.routing_rules])
-        for rule in self.routing_rules:
+                    raise InvalidValue(f"model {model.name!r} names unknown task {task!r}", "models", i)
+        _unique("routing rule task", [r.task for r in self.routing_rules], "routing_rules", "task")
+        for i, rule in enumerate(self.routing_rules):
             if rule.task not in task_names:
-                raise ValueError(f"routing rule for unknown task {rule.task!r}")
-            for c in rule.candidates:
+                raise InvalidValue(f"routing rule for unknown task {rule.task!r}", "routing_rules", i, "task")
+            for j, c in enumerate(rule.candidates):
                 if c.model not in model_names:
-                    raise ValueError(f"routing rule for {rule.task!r} names unknown model {c.model!r}")
+                    raise InvalidValue(
+                        f"routing rule for {rule.task!r} names unknown model {c.model!r}",
+                        "routing_rules", i, "candidates", j, "model",
+                    )  # fmt: skip
         missing = set(PREFERENCES) - set(self.preferences)
         if missing:
             raise ValueError(f"preferences must define {', '.join(sorted(missing))}")
@@ -375,11 +380,11 @@ class Registry:
         return cached
 
 
-def _unique(kind: str, names: list[str]) -> None:
+def _unique(kind: str, names: list[str], where: str, key: str = "name") -> None:
     seen: set[str] = set()
-    for name in names:
+    for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"duplicate {kind} {name!r}")
+            raise InvalidValue(f"duplicate {kind} {name!r}", where, i, key)
         seen.add(name)
 
 

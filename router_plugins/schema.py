@@ -22,6 +22,15 @@ class ConfigError(ValueError):
     """A configuration that does not fit the schema; the message names the key, the file and the line."""
 
 
+class InvalidValue(ValueError):
+    """Raised by a dataclass's checks to name the value at fault by its path below the dataclass (keys and list
+    indexes), so the error points at that value's line rather than at the mapping's first line."""
+
+    def __init__(self, message: str, *path: str | int) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 def _where(node: yaml.Node, source: str) -> str:
     return f"{source}:{node.start_mark.line + 1}"
 
@@ -129,7 +138,23 @@ def _decode_dataclass(node: yaml.Node, cls: type[T], source: str, path: str) -> 
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path or 'the top level'} at {_where(node, source)}: {exc}") from exc
+        at = _descend(node, exc.path) if isinstance(exc, InvalidValue) else node
+        raise ConfigError(f"{path or 'the top level'} at {_where(at, source)}: {exc}") from exc
+
+
+def _descend(node: yaml.Node, path: tuple[str | int, ...]) -> yaml.Node:
+    """The node at `path` below `node`, or the deepest one of it that exists."""
+    for step in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+            child = next((v for k, v in node.value if _scalar(k) == step), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+            child = node.value[step]
+        else:
+            child = None
+        if child is None:
+            break
+        node = child
+    return node
 
 
 def load_yaml(text: str, cls: type[T], source: str = "<config>") -> T:

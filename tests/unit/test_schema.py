@@ -140,26 +140,32 @@ def test_duplicate_key_in_a_mapping_field() -> None:
     assert "duplicate key 'default'" in message
 
 
-def test_duplicate_model_names() -> None:
-    text = ONE_MODEL + "  - name: alpha\n    litellm_params: {model: openai/other}\n"
+def test_duplicate_model_names_name_the_second_ones_line() -> None:
+    text = ONE_MODEL + "  - name: beta\n    litellm_params: {model: openai/b}\n  - name: alpha  # again\n" + (
+        "    litellm_params: {model: openai/other}\n"
+    )
 
-    assert "duplicate model 'alpha'" in config_error(text)
-
-
-def test_rule_naming_an_unknown_model() -> None:
-    text = ONE_MODEL + "routing_rules:\n  - task: coding\n    candidates: [{model: gamma}]\n"
-
-    assert "routing rule for 'coding' names unknown model 'gamma'" in config_error(text)
+    assert f"{SOURCE}:{line_of(text, '# again')}: duplicate model 'alpha'" in config_error(text)
 
 
-def test_rule_for_an_unknown_task() -> None:
+def test_rule_naming_an_unknown_model_names_its_line() -> None:
+    text = ONE_MODEL + "routing_rules:\n  - task: coding\n    candidates:\n      - model: alpha\n      - model: gamma\n"
+
+    message = config_error(text)
+
+    assert f"{SOURCE}:{line_of(text, 'gamma')}: routing rule for 'coding' names unknown model 'gamma'" in message
+
+
+def test_rule_for_an_unknown_task_names_its_line() -> None:
     text = ONE_MODEL + "routing_rules:\n  - task: juggling\n    candidates: [{model: alpha}]\n"
 
-    assert "routing rule for unknown task 'juggling'" in config_error(text)
+    assert f"{SOURCE}:{line_of(text, 'juggling')}: routing rule for unknown task 'juggling'" in config_error(text)
 
 
 def test_model_quality_for_an_unknown_task() -> None:
-    assert "names unknown task 'juggling'" in config_error(ONE_MODEL + "    quality: {juggling: 0.5}\n")
+    text = ONE_MODEL + "  - name: beta\n    litellm_params: {model: openai/b}\n    quality: {juggling: 0.5}\n"
+
+    assert f"{SOURCE}:{line_of(text, 'beta')}: model 'beta' names unknown task 'juggling'" in config_error(text)
 
 
 @pytest.mark.parametrize("quality", ["1.01", "-0.1"])
