@@ -41,6 +41,10 @@ def _services(request: Request) -> Services:
 
 
 def _authorize(request: Request, runtime: Runtime) -> None:
+    auth_error = _services(request).holder.auth_error
+    if auth_error:  # fail closed: an auth change that could not be applied must not leave the old keys (or none)
+        raise ApiError(503, f"The gateway refuses requests until its auth config is fixed: {auth_error}.",
+                       type="server_error", code="auth_misconfigured", headers={"x-should-retry": "false"})  # fmt: skip
     if not runtime.api_keys:
         return
     header = request.headers.get("authorization", "")
@@ -227,7 +231,10 @@ async def readiness(request: Request) -> Response:
     if drain.draining:
         checks["shutdown"] = f"draining: {drain.in_flight} request(s) in flight, new chats refused"
         status = 503
-    if services.holder.last_error:
+    if services.holder.auth_error:
+        checks["config"] = f"refusing every API call: {services.holder.auth_error}"
+        status = 503
+    elif services.holder.last_error:
         checks["config"] = f"serving the last good config; the file has an error: {services.holder.last_error}"
     if services.store_error:
         checks["store"] = f"{services.store_error}; chats are served but not recorded, feedback is refused"

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from router_plugins.assembly import Parts, RoutingEngine, assemble
 from router_plugins.classify import TaskClassifier
 from router_plugins.registry import ModelEntry, Registry, load_registry
@@ -94,6 +96,9 @@ class RuntimeHolder:
         """Pointer files of learned state (router artifact, tuned thresholds): a change is swapped in while serving."""
         self._artifact_mtime: tuple[float | None, ...] | None = None
         self.last_error: str | None = None
+        self.auth_error: str | None = None
+        """Set when an edit that changes the client keys could not be applied: the API refuses every call (503) until
+        a reload succeeds, rather than serve with the keys the operator meant to replace (or with none)."""
         self.reloads = 0
         self.lock = threading.RLock()
 
@@ -135,10 +140,17 @@ class RuntimeHolder:
                 runtime = self._rebuild(registry)
             except Exception as exc:  # noqa: BLE001 - whatever a bad edit breaks, the last good config keeps serving
                 self.last_error = str(exc)
-                log.error("config %s not reloaded, still serving the last good one: %s", self.config_path, exc)
+                wanted = _wanted_key_variables(self.config_path)
+                if wanted and wanted != self._runtime.source.auth.api_key_envs:
+                    self.auth_error = (
+                        f"the config's new auth.api_key_envs ({', '.join(wanted)}) could not be applied: {exc}"
+                    )
+                    log.error("%s; every API call is refused until the config loads", self.auth_error)
+                else:
+                    log.error("config %s not reloaded, still serving the last good one: %s", self.config_path, exc)
                 return False
             self._runtime = runtime
-            self.last_error = None
+            self.last_error = self.auth_error = None
             self.reloads += 1
         log.info("config %s reloaded (registry %s)", self.config_path, registry.version)
         return True
@@ -160,6 +172,19 @@ class RuntimeHolder:
                 await asyncio.to_thread(self.check_artifact)
             except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
                 log.exception("config reload failed")
+
+
+def _wanted_key_variables(path: Path) -> tuple[str, ...]:
+    """The client-key variables a config file asks for, read leniently: the file may fail full validation. An empty
+    tuple when it asks for none or cannot be read at all (then nothing says the edit meant to change auth)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        names = data["auth"]["api_key_envs"]
+    except Exception:  # noqa: BLE001 - any shape that does not say which keys it wants asks for none
+        return ()
+    if not isinstance(names, list) or not names:
+        return ()
+    return tuple(str(name) for name in names)
 
 
 def _mtime(path: Path) -> float | None:

@@ -178,6 +178,36 @@ def test_an_edit_that_fails_to_build_keeps_the_last_good_runtime(
 
     assert holder.current is good
     assert "AUTOROUTE_TEST_CLIENT_A" in (holder.last_error or "")
+    assert "AUTOROUTE_TEST_CLIENT_A" in (holder.auth_error or ""), "an auth change that failed closes the API"
+
+
+def test_a_failed_auth_change_stays_closed_until_a_reload_succeeds(
+    holder: RuntimeHolder, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AUTOROUTE_TEST_CLIENT_A", raising=False)
+    write(config, CONFIG + "auth: {api_key_envs: [AUTOROUTE_TEST_CLIENT_A]}\n")
+    holder.check_reload()
+
+    holder.rebuild_current()  # a learned-state swap does not reopen it
+    assert holder.auth_error is not None
+    write(config, CONFIG + "auth: {api_key_envs: [AUTOROUTE_TEST_CLIENT_A]}\n  # still unset\n")
+    assert holder.check_reload() is False and holder.auth_error is not None
+
+    write(config, CONFIG)  # reverted
+    assert holder.check_reload() is True
+    assert (holder.auth_error, holder.last_error) == (None, None)
+
+
+def test_a_bad_edit_that_leaves_auth_alone_keeps_serving(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOROUTE_TEST_CLIENT_A", "key-a")
+    write(config, CONFIG + "auth: {api_key_envs: [AUTOROUTE_TEST_CLIENT_A]}\n")
+    holder = RuntimeHolder(config, runtime_for(load_registry(config)), runtime_for)
+    write(config, CONFIG + "auth: {api_key_envs: [AUTOROUTE_TEST_CLIENT_A]}\n" + "router: {max_attempts: 0}\n")
+
+    assert holder.check_reload() is False
+
+    assert holder.last_error is not None and holder.auth_error is None
+    assert holder.current.api_keys == (b"key-a",)
 
 
 def test_a_deleted_config_keeps_the_last_good_runtime(holder: RuntimeHolder, config: Path) -> None:
