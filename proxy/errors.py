@@ -15,6 +15,9 @@ RETRY_AFTER_S = 1
 """What a 429 or 503 tells the client to wait when no backend said how long."""
 MAX_RETRY_AFTER_S = 30
 """A backend's longer Retry-After is cut to this: the client may try again sooner, through another backend."""
+UPSTREAM_REJECTED = "upstream_rejected"
+"""The last backend refused the request for good (a 4xx): its status and message are passed on."""
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """Statuses answered `x-should-retry: true` unless the error says otherwise; every other one is final."""
 
@@ -95,7 +98,7 @@ def routing_error(exc: RoutingError) -> ApiError:
             f"({exc.api_key_env} is not set).",
             type="server_error",
             param="model",
-            code="model_unavailable",
+            code=exc.code,
         )
     if isinstance(exc, ConstraintsUnmet):
         return ApiError(
@@ -103,7 +106,7 @@ def routing_error(exc: RoutingError) -> ApiError:
             f"No available model meets this request's constraints for task '{exc.task}' "
             f"(max_cost_per_1k={exc.max_cost_per_1k}, min_quality={exc.min_quality}).",
             param="autoroute",
-            code="no_model_satisfies_constraints",
+            code=exc.code,
         )
     if isinstance(exc, RequestTooLarge):
         asked = "the prompt needs" if exc.param == "messages" else f"the prompt and '{exc.param}' need"
@@ -111,14 +114,14 @@ def routing_error(exc: RoutingError) -> ApiError:
             f"No model can take this request: {asked} about {exc.needed_tokens} tokens, and the largest "
             f"context window is {exc.largest_window}.",
             param=exc.param,
-            code="context_length_exceeded",
+            code=exc.code,
         )
     return ApiError(
         503,
         "No backend is available for this request: every model in the registry is disabled, lacks "
         "credentials, or cannot serve it (tools, context window).",
         type="server_error",
-        code="no_backend_available",
+        code=exc.code,
     )
 
 
@@ -127,8 +130,8 @@ def backends_failed(errors: Sequence[tuple[str, Any]], headers: dict[str, str]) 
     429 when all were rate limited, 504 when the last timed out, 502 otherwise. The client is told to retry only
     when some failure may pass (a rate limit, a 5xx, a timeout; not a refusal), after the backends' Retry-After."""
     last_model, last = errors[-1]
-    if not last.retryable:
-        return ApiError(last.status, last.message, code="upstream_rejected",
+    if not last.retryable:  # the same rule as BackendsFailed.code
+        return ApiError(last.status, last.message, code=UPSTREAM_REJECTED,
                         headers={**headers, "x-should-retry": "false"})  # fmt: skip
     summary = "; ".join(f"{name}: {exc.message}" for name, exc in errors)
     status = 429 if all(e.status == 429 for _, e in errors) else (504 if last.status == 504 else 502)
@@ -141,6 +144,6 @@ def backends_failed(errors: Sequence[tuple[str, Any]], headers: dict[str, str]) 
         status,
         f"Every backend tried failed ({summary}).",
         type=kind,
-        code="upstream_unavailable",
+        code=UPSTREAM_UNAVAILABLE,
         headers={**headers, **hints, "x-autoroute-model": last_model},
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Outcome = Literal["success", "failure", "partial", "cancelled"]
+Outcome = Literal["success", "failure", "partial", "cancelled", "rejected"]
 """How a call ended: `partial` when a stream broke or its client left after the first byte; `cancelled` when the
-gateway cut it because its shutdown grace period ran out (`proxy/drain.py`). A plain TEXT column: no migration."""
+gateway cut it because its shutdown grace period ran out (`proxy/drain.py`); `rejected` when it was refused before
+any backend was called (a bad body, or no model could be routed to). A plain TEXT column: no migration."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,22 +18,23 @@ class DecisionRecord:
     request_id: str
     created_at: float
     """Unix time, seconds."""
-    requested_model: str
-    preference: str
-    task: str
-    task_confidence: float
-    classification_layer: str
+    requested_model: str | None
+    """None (like every field the request never reached) when the body was refused before it was understood."""
+    preference: str | None
+    task: str | None
+    task_confidence: float | None
+    classification_layer: str | None
     needs_clarification: bool
     layer_attempts: list[dict[str, Any]]
-    selected_model: str
+    selected_model: str | None
     """The model that finally served the request (after any fallback); the router's choice when all failed."""
-    routed_model: str
+    routed_model: str | None
     """The router's first choice."""
-    selection_reason: str
+    selection_reason: str | None
     alternatives: list[dict[str, Any]]
-    router_name: str
-    router_version: str
-    propensity: float
+    router_name: str | None
+    router_version: str | None
+    propensity: float | None
     stream: bool
     status: Outcome
     attempts: int
@@ -43,9 +45,22 @@ class DecisionRecord:
     counterfactual_model: str | None = None
     """In an A/B test, the model the other side (or the shadow chain) would have chosen."""
     counterfactual_router: str | None = None
-    language: str = "und"
+    language: str | None = "und"
     """The language of the last user message (ISO 639-1, `und` when unknown); `auto` routes among the models that
     serve it."""
+    error_code: str | None = None
+    """Why no answer came back (`status` rejected or failure): the error's code as the client got it."""
+    error_message: str | None = None
+
+    @classmethod
+    def refused(
+        cls, request_id: str, created_at: float, error_code: str | None, error_message: str, prompt_chars: int = 0
+    ) -> DecisionRecord:
+        """A request refused before it was understood (a bad or oversized body): only the refusal is known."""
+        return cls(
+            request_id, created_at, None, None, None, None, None, False, [], None, None, None, [], None, None, None,
+            False, "rejected", 0, prompt_chars, language=None, error_code=error_code, error_message=error_message,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,14 @@ from typing import Protocol
 
 import numpy as np
 
+from router_plugins.errors import RoutingError
 from router_plugins.health import CircuitBreaker, CircuitBreakerSettings
 from router_plugins.language import UNKNOWN, detect_language
 from router_plugins.registry import ModelEntry
 from router_plugins.types import ChatRequest, Classification, RouteDecision
 
-from .drain import Drain, ShuttingDown
+from .drain import SHUTTING_DOWN, Drain, ShuttingDown
+from .errors import UPSTREAM_REJECTED, UPSTREAM_UNAVAILABLE
 from .events import DecisionRecord, Outcome, PerformanceRecord
 from .forward import Forwarder, StreamHandle, UpstreamError, Usage
 from .recorder import Recorder
@@ -87,7 +89,9 @@ class CallContext:
             "x-autoroute-preference": self.request.preference,
         }
 
-    def record(self, status: Outcome) -> DecisionRecord:
+    def record(
+        self, status: Outcome, error_code: str | None = None, error_message: str | None = None
+    ) -> DecisionRecord:
         c, d, r = self.classification, self.decision, self.request
         return DecisionRecord(
             request_id=r.request_id,
@@ -115,7 +119,23 @@ class CallContext:
             counterfactual_model=self.counterfactual.model if self.counterfactual else None,
             counterfactual_router=self.counterfactual.router if self.counterfactual else None,
             language=self.language,
+            error_code=error_code,
+            error_message=error_message,
         )
+
+
+def _refused_at_routing(
+    request: ChatRequest, created_at: float, classification: Classification, language: str, prompt_text: str | None,
+    exc: RoutingError,
+) -> DecisionRecord:  # fmt: skip
+    """The record of a request no model could be routed to: how it was classified, and why it was refused."""
+    c = classification
+    return DecisionRecord(
+        request.request_id, created_at, request.requested_model, request.preference, c.task, c.confidence, c.layer,
+        c.needs_clarification, [a.to_dict() for a in c.attempts], None, None, None, [], None, None, None,
+        request.stream, "rejected", 0, request.prompt_chars(), prompt_text, language=language, error_code=exc.code,
+        error_message=str(exc),
+    )  # fmt: skip
 
 
 class Pipeline:
@@ -166,7 +186,7 @@ class Pipeline:
                 continue
             except ShuttingDown as exc:
                 self._record_attempt(ctx, model, "cancelled", started, None, Usage(), exc)
-                self._recorder.record(ctx.record("cancelled"))
+                self._recorder.record(ctx.record("cancelled", SHUTTING_DOWN, str(exc)))
                 raise
             ctx.served_by = model_name
             self._recorder.record(ctx.record("success"))
@@ -189,8 +209,9 @@ class Pipeline:
             self._breaker.record(model_name, True, time.monotonic())
             self._record_attempt(ctx, model, "success", started, None, usage, None)
             return Completed(body, ctx.headers(runtime))
-        self._recorder.record(ctx.record("failure"))
-        raise BackendsFailed(errors, ctx.headers(runtime))
+        failed = BackendsFailed(errors, ctx.headers(runtime))
+        self._recorder.record(ctx.record("failure", failed.code, str(failed)))
+        raise failed
 
     def _attempt_order(self, ctx: CallContext, limit: int) -> Iterator[str]:
         """The models to try, at most `limit`: the fallback order with the models whose breaker is open moved to the
@@ -248,15 +269,19 @@ class Pipeline:
         language = detect_language(text)
         # A named model is only labelled for the record: the cheap layers suffice, no transformer on its path.
         classification = await self._classify(runtime, text) if request.is_auto else engine.classify(text)
-        if request.is_auto:
-            routed = engine.route(request, classification, language)
-            decision, arm, counterfactual = routed.decision, routed.arm, routed.counterfactual
-        else:
-            decision, arm, counterfactual = engine.passthrough(request, classification), None, None
         storage = engine.registry.storage
         stored: str | None = None
         if storage.prompt_text != "none":
             stored = text if storage.prompt_text == "full" else text[: storage.truncate_chars]
+        try:
+            if request.is_auto:
+                routed = engine.route(request, classification, language)
+                decision, arm, counterfactual = routed.decision, routed.arm, routed.counterfactual
+            else:
+                decision, arm, counterfactual = engine.passthrough(request, classification), None, None
+        except RoutingError as exc:
+            self._recorder.record(_refused_at_routing(request, created_at, classification, language, stored, exc))
+            raise
         return CallContext(request, created_at, started, classification, decision, stored, ab_arm=arm,
                            counterfactual=counterfactual, language=language)  # fmt: skip
 
@@ -317,6 +342,11 @@ class BackendsFailed(Exception):
         super().__init__("; ".join(f"{name}: {exc.message}" for name, exc in errors))
         self.errors = tuple(errors)
         self.headers = headers
+
+    @property
+    def code(self) -> str:
+        """The client's error code: the last backend's refusal passed on, or every backend unavailable."""
+        return UPSTREAM_UNAVAILABLE if self.errors[-1][1].retryable else UPSTREAM_REJECTED
 
 
 __all__ = ["BackendsFailed", "Completed", "Pipeline", "Streaming"]

@@ -19,7 +19,7 @@ from router_plugins.types import PREFERENCES
 
 from .drain import ShuttingDown
 from .errors import ApiError, bad_request, unauthorized
-from .events import FeedbackRecord
+from .events import DecisionRecord, FeedbackRecord
 from .pipeline import Completed
 from .validation import load_json, parse_chat_request
 
@@ -85,7 +85,12 @@ async def chat_completions(request: Request) -> Response:
     if services.drain.draining:
         raise ShuttingDown("The gateway is shutting down and takes no new requests; retry the request.")
     _authorize(request, runtime)
-    chat = parse_chat_request(await _body(request), request_id, runtime.registry.router.default_preference)
+    created_at = time.time()
+    try:
+        chat = parse_chat_request(await _body(request), request_id, runtime.registry.router.default_preference)
+    except ApiError as exc:  # recorded like every other request (a stranger's, refused by auth above, is not)
+        services.recorder.record(DecisionRecord.refused(request_id, created_at, exc.code, exc.message))
+        raise
     result = await services.pipeline.handle(chat)
     if isinstance(result, Completed):
         return JSONResponse(result.body, headers=result.headers)

@@ -217,7 +217,7 @@ class SQLiteStore(Store):
                      WHERE p.request_id = d.request_id AND p.model = d.selected_model AND p.outcome != 'failure'
                      ORDER BY p.attempt DESC LIMIT 1) AS cost_usd
             FROM {DECISIONS} d JOIN {FEEDBACK} f ON f.request_id = d.request_id
-            WHERE d.status != 'failure' AND d.prompt_text IS NOT NULL AND f.score IS NOT NULL
+            WHERE d.status NOT IN ('failure', 'rejected') AND d.prompt_text IS NOT NULL AND f.score IS NOT NULL
             GROUP BY d.request_id ORDER BY d.created_at DESC LIMIT ?"""
         with self._lock:
             cursor = self._db.execute(sql, [limit])
@@ -262,7 +262,7 @@ class SQLiteStore(Store):
                      WHERE f.request_id = d.request_id AND json_extract(f.extra, '$.task') IS NOT NULL
                      ORDER BY f.created_at DESC, f.id DESC LIMIT 1) AS feedback_task
             FROM {DECISIONS} d
-            WHERE ? IS NULL OR d.created_at >= ?
+            WHERE d.task IS NOT NULL AND (? IS NULL OR d.created_at >= ?)
             ORDER BY d.created_at DESC LIMIT ?"""
         with self._lock:
             cursor = self._db.execute(sql, [since, since, limit])

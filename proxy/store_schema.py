@@ -133,10 +133,17 @@ def _m0003_language(db: Database) -> None:
     db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN language TEXT")
 
 
+def _m0004_refusals(db: Database) -> None:
+    # Why a request ended without an answer: a refusal before any backend was called, or the failures of all of them.
+    db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN error_code TEXT")
+    db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN error_message TEXT")
+
+
 MIGRATIONS_LIST: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_learning", _m0002_learning),
     ("0003_language", _m0003_language),
+    ("0004_refusals", _m0004_refusals),
 ]
 
 

@@ -11,10 +11,14 @@ class RoutingError(Exception):
     """A request the router cannot route."""
 
     retryable = False
+    code = "no_backend_available"
+    """The error code the client is answered with (OpenAI's `error.code`), also recorded with the refusal."""
 
 
 class ModelNotFound(RoutingError):
     """A named model the registry does not have (or has disabled)."""
+
+    code = "model_not_found"
 
     def __init__(self, model: str) -> None:
         super().__init__(f"no model named {model!r}")
@@ -25,6 +29,7 @@ class ModelUnavailable(RoutingError):
     """A named model the gateway has no credentials for."""
 
     retryable = True
+    code = "model_unavailable"
 
     def __init__(self, model: str, api_key_env: str | None) -> None:
         super().__init__(f"the model {model!r} is not usable: {api_key_env} is not set")
@@ -34,6 +39,8 @@ class ModelUnavailable(RoutingError):
 
 class ConstraintsUnmet(RoutingError):
     """No available model meets the request's own `max_cost_per_1k` / `min_quality`."""
+
+    code = "no_model_satisfies_constraints"
 
     def __init__(self, task: str, max_cost_per_1k: float | None, min_quality: float | None) -> None:
         super().__init__(f"no model meets the constraints for task {task!r}")
@@ -54,6 +61,8 @@ class NoBackendAvailable(RoutingError):
 class RequestTooLarge(RoutingError):
     """No model could take the request whatever the routing: its prompt, or the prompt and the answer it asks room
     for (`param`: `messages`, or `max_tokens` / `max_completion_tokens`), exceed every context window."""
+
+    code = "context_length_exceeded"
 
     def __init__(self, param: str, needed_tokens: int, largest_window: int) -> None:
         super().__init__(f"{param}: about {needed_tokens} tokens, but the largest context window is {largest_window}")

@@ -122,7 +122,9 @@ def test_attempts_are_bounded_by_max_attempts() -> None:
     assert isinstance(result, ApiError) and result.status == 502
     assert forwarder.calls == ["a", "b"], "max_attempts: 2"
     assert result.headers["x-autoroute-model"] == "b"
-    assert [r.status for r in rows if isinstance(r, DecisionRecord)] == ["failure"]
+    decisions = [r for r in rows if isinstance(r, DecisionRecord)]
+    assert [(r.status, r.error_code) for r in decisions] == [("failure", "upstream_unavailable")]
+    assert decisions[0].error_message == "a: boom; b: boom"
 
 
 def test_a_request_error_is_not_retried_elsewhere() -> None:
@@ -145,6 +147,20 @@ def test_named_model_gets_no_fallback_and_unknown_is_404() -> None:
     assert isinstance(result, ApiError) and forwarder.calls == ["b"]
     missing, _ = _run(ScriptedForwarder({}), _request(model="zzz"))
     assert isinstance(missing, ApiError) and (missing.status, missing.code) == (404, "model_not_found")
+
+
+def test_a_request_refused_at_routing_is_recorded_with_its_classification_and_reason() -> None:
+    forwarder = ScriptedForwarder({})
+    request = ChatRequest("req-1", "auto", ({"role": "user", "content": "hello"},), max_cost_per_1k=0.0000001)
+
+    result, rows = _run(forwarder, request)
+
+    assert isinstance(result, ApiError) and result.code == "no_model_satisfies_constraints"
+    assert forwarder.calls == [] and _performance(rows) == []
+    (decision,) = [r for r in rows if isinstance(r, DecisionRecord)]
+    assert (decision.status, decision.error_code, decision.requested_model) == ("rejected", result.code, "auto")
+    assert decision.task is not None and decision.layer_attempts, "how it was classified is kept"
+    assert decision.selected_model is None and "constraints" in (decision.error_message or "")
 
 
 def test_stream_records_usage_and_ttft() -> None:
