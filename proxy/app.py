@@ -6,15 +6,18 @@ arrives, before uvicorn stops anything.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router_plugins.errors import RoutingError
 
@@ -34,17 +37,28 @@ def create_app(settings: AppSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway(settings, drain)
-        app.state.services = await gateway.start()
+        app.state.services = None
+        if not settings.answer_while_starting:
+            app.state.services = await gateway.start()
+            starting = None
+        else:
+            starting = asyncio.ensure_future(_start(app, gateway, drain))
         try:
             yield
         finally:
-            await gateway.stop()
+            if starting is not None and not starting.done():
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+            if app.state.services is not None:
+                await gateway.stop()
 
     # No slash redirects: Starlette builds their Location from the client's Host header, before auth.
     app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   redirect_slashes=False)  # fmt: skip
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
+    app.add_middleware(StartingMiddleware, state=app.state)
     app.include_router(api_router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ShuttingDown, _shutting_down)
@@ -55,6 +69,36 @@ def create_app(settings: AppSettings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
+
+
+async def _start(app: FastAPI, gateway: Gateway, drain: Drain) -> None:
+    try:
+        app.state.services = await gateway.start()
+    except Exception:
+        log.critical("the gateway could not start", exc_info=True)
+        if drain.stop_server is not None:
+            drain.stop_server()
+
+
+class StartingMiddleware:
+    """While the gateway starts (`AppSettings.answer_while_starting`): liveness 200, readiness 503 `starting`, every
+    other call a retryable 503 in OpenAI's shape."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.state.services is not None or scope["path"] == "/health/liveness":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/health/readiness":
+            body = {"status": "starting", "checks": {"startup": "loading the config, the store and the router"}}
+            response: Response = JSONResponse(body, status_code=503)
+        else:
+            message = "The gateway is starting and takes no requests yet; retry the request."
+            response = ApiError(503, message, type="server_error", code="starting").to_response()
+        await response(scope, receive, send)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

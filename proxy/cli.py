@@ -44,8 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
     settings = AppSettings(config, Path(args.data_dir) if args.data_dir else None, watch_config=not args.no_reload,
-                           shutdown_grace_s=args.graceful_timeout)  # fmt: skip
-    serve(  # on SIGTERM: drain (readiness 503, new chats refused, streams get the grace), flush, exit 0
+                           shutdown_grace_s=args.graceful_timeout, answer_while_starting=True)  # fmt: skip
+    return serve(  # on SIGTERM: drain (readiness 503, new chats refused, streams get the grace), flush, exit 0
         create_app(settings),
         host=args.host,
         port=args.port,
@@ -54,7 +54,6 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
     )
-    return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:

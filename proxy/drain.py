@@ -51,6 +51,9 @@ class Drain:
         """Loop time at which bounded awaits are cut; None until the drain begins."""
         self._active: set[asyncio.Timeout] = set()
         self._idle = asyncio.Event()
+        self.stop_server: Callable[[], None] | None = None
+        """Ends the server with a failure status (set by `proxy/server.py`): for a start that failed while the
+        server already listened."""
 
     @property
     def expired(self) -> bool:

@@ -66,6 +66,9 @@ class AppSettings:
     watch_config: bool = True
     shutdown_grace_s: float = DEFAULT_GRACE_S
     """On SIGTERM, how long requests in flight get before they are ended (`proxy/drain.py`)."""
+    answer_while_starting: bool = False
+    """Listen while the gateway starts (`autoroute serve`): readiness and every API call answer 503 `starting` until
+    the config, store and router are ready, liveness answers 200. Off, the app is ready when its lifespan starts."""
 
 
 @dataclass

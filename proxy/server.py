@@ -31,10 +31,16 @@ class DrainingServer(uvicorn.Server):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signals = 0
         self._draining: asyncio.Task[None] | None = None
+        self.failed = False
+        drain.stop_server = self._fail
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    def _fail(self) -> None:
+        self.failed = True
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: it runs between two bytecodes of the event loop's own thread, so it only sets a flag
@@ -53,10 +59,13 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(app: Starlette, **uvicorn_options: Any) -> None:
-    """Run an app from `create_app` (its drain is `app.state.drain`) until a signal and the drain are over."""
+def serve(app: Starlette, **uvicorn_options: Any) -> int:
+    """Run an app from `create_app` (its drain is `app.state.drain`) until a signal and the drain are over; the exit
+    status: 1 when the gateway failed to start, else 0."""
     config = uvicorn.Config(app, timeout_graceful_shutdown=BACKSTOP_S, **uvicorn_options)
-    DrainingServer(config, app.state.drain).run()
+    server = DrainingServer(config, app.state.drain)
+    server.run()
+    return 1 if server.failed else 0
 
 
 __all__ = ["BACKSTOP_S", "DrainingServer", "serve"]

@@ -30,13 +30,14 @@ class Started:
         self.url = f"http://127.0.0.1:{port}"
 
     def alive(self, timeout: float = 120.0) -> bool:
-        """Waits until the gateway answers liveness (readiness may say not_ready); False when it exited."""
+        """Waits until the gateway has started (readiness may say not_ready, but no longer `starting`); False when it
+        exited."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
             try:
-                if httpx.get(f"{self.url}/health/liveness", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health/readiness", timeout=2).json()["status"] != "starting":
                     return True
             except httpx.HTTPError:
                 pass
