@@ -253,3 +253,23 @@ def test_feature_importance_ranks_groups_and_says_why_when_it_cannot() -> None:
     assert few.groups == {} and few.n == 4 and "fewer than 10" in str(few.status)
     missing = feature_importance(None, [], "no learned-router artifact")
     assert missing.groups == {} and missing.status == "no learned-router artifact"
+
+
+def test_feature_importance_of_a_fitted_learned_router_on_logged_outcomes() -> None:
+    from proxy.evaluation.offline import registry_for
+    from router_plugins.outcomes import load_outcomes
+    from router_plugins.routers import LearnedRouter, RouterContext
+
+    from .test_learned_router import FIXTURES, bag_of_words, synthetic
+
+    data = synthetic(load_outcomes(FIXTURES / "train.jsonl"))
+    router = LearnedRouter(registry_for(data), RouterContext(static_embed=bag_of_words))
+    router.fit(data)
+    # as logged: one served model per request, its feedback score
+    rows = [{"request_id": f"{i}-{m}", "prompt_text": text, "task": task, "model": model,
+             "quality": float(data.quality[i, m]), "cost_usd": None}
+            for i, (text, task) in enumerate(zip(data.texts, data.tasks)) for m, model in enumerate(data.models)]  # fmt: skip
+    result = feature_importance(router, rows)
+    assert result.n == len(rows) == 240 and result.version == router.version and result.status is None
+    assert set(result.groups) == {"embedding", "length", "task", "digits", "code"}
+    assert next(iter(result.groups)) in ("task", "embedding") and result.groups["task"] > 0
