@@ -84,8 +84,10 @@ def _summary(a: Analysis) -> str:
         ("with a feedback score", t.scored), ("mean feedback score", _num(t.mean_score, 3)),
         ("with a task label from feedback", t.labelled),
     ]  # fmt: skip
-    note = _none(f"only the newest decisions were read: the window starts at {_utc(a.window.since)}") * a.truncated
-    return _table(["", "value"], rows) + note
+    table = _table(["", "value"], rows)
+    if a.truncated:
+        return table + _none(f"only the newest decisions were read: the window starts at {_utc(a.window.since)}")
+    return table
 
 
 def _traffic(a: Analysis, figs: dict[str, bytes | None]) -> str:

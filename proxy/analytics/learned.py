@@ -120,7 +120,10 @@ def feature_importance(
         why = (f"{len(data)} scored outcomes with prompt text of the models it predicts in the window, fewer than "
                f"{MIN_IMPORTANCE_OUTCOMES} (prompt text is not kept with storage.prompt_text: none)")  # fmt: skip
         return FeatureImportance(IMPORTANCE_METHOD, router.version, len(data), {}, why)
-    groups = router.feature_importance(data, seed=seed)
+    try:
+        groups = router.feature_importance(data, seed=seed)
+    except ValueError as exc:  # e.g. an artifact fitted on another embedding table: the report goes on without it
+        return FeatureImportance(IMPORTANCE_METHOD, router.version, len(data), {}, f"not measured: {exc}")
     ranked = dict(sorted(((k, float(v)) for k, v in groups.items()), key=lambda kv: -kv[1]))
     return FeatureImportance(IMPORTANCE_METHOD, router.version, len(data), ranked)
 

@@ -58,8 +58,8 @@ def traffic_over_time(data: WindowData, bucket_s: int | None = None) -> TrafficS
     """Requests, failures, spend and tokens per time bucket, from the window's start (empty buckets included)."""
     window = data.window
     start = window.since
-    if (window.seconds > MAX_SPAN_S or not math.isfinite(start)) and data.requests:
-        start = data.requests[0].created_at
+    if window.seconds > MAX_SPAN_S:
+        start = data.requests[0].created_at if data.requests else window.until
     width = bucket_s or bucket_width(window.until - start)
     first = math.floor(start / width) * width
     count = max(1, math.ceil((window.until - first) / width))

@@ -273,3 +273,22 @@ def test_feature_importance_of_a_fitted_learned_router_on_logged_outcomes() -> N
     assert result.n == len(rows) == 240 and result.version == router.version and result.status is None
     assert set(result.groups) == {"embedding", "length", "task", "digits", "code"}
     assert next(iter(result.groups)) in ("task", "embedding") and result.groups["task"] > 0
+
+
+def test_feature_importance_that_fails_says_why() -> None:
+    class Mismatched(FakeRouter):
+        def feature_importance(self, data, seed: int = 0) -> dict[str, float]:  # type: ignore[no-untyped-def]
+            raise ValueError("matmul: dimension mismatch")
+
+    rows = [{"request_id": f"q{i}", "prompt_text": "p", "task": None, "model": "coder", "quality": 0.5}
+            for i in range(12)]  # fmt: skip
+    result = feature_importance(Mismatched(), rows)
+    assert result.groups == {} and result.status == "not measured: matmul: dimension mismatch"
+
+
+def test_a_window_from_the_epoch_starts_its_series_at_its_first_request(store: SQLiteStore) -> None:
+    series = traffic_over_time(load_window(store, Window(0.0, NOW)))
+    assert series.bucket_s == 300 and series.buckets[0].start == math.floor((NOW - 7200) / 300) * 300
+    assert series.requests == 6 and len(series.buckets) == 25 and series.buckets[0].requests == 1
+    empty = traffic_over_time(load_window(store, Window(0.0, 1.0)))
+    assert (empty.requests, len(empty.buckets)) == (0, 1)
