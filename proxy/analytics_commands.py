@@ -26,9 +26,8 @@ def register(commands: argparse._SubParsersAction, report: argparse.ArgumentPars
     report.add_argument("--html", metavar="OUT", help="write the analysis report here (one self-contained file)")
     report.add_argument("--png-dir", metavar="DIR", help="also write each figure here as a PNG")
     report.add_argument("--json", metavar="OUT", help="write every analysis as JSON (what the dashboard serves)")
-    report.add_argument(
-        "--since", default=DEFAULT_SINCE, help="window start: Unix seconds, ISO date/time (UTC) or 24h, 7d, 30m"
-    )
+    since_help = "window start: Unix seconds, ISO date/time (UTC) or 24h, 7d, 30m (default %(default)s)"
+    report.add_argument("--since", default=DEFAULT_SINCE, help=since_help)
     report.add_argument("--config", default="config.yaml", help="its storage.data_dir locates the store")
     report.add_argument("--data-dir", help="overrides storage.data_dir of the config")
     report.set_defaults(func=_report)
