@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import router_commands
+from . import analytics_commands, router_commands
 from .evaluation import commands as evaluation_commands
 from .replay import commands as replay_commands
 
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.set_defaults(func=_tune)
 
     report = commands.add_parser("report", help="reports over the logged decisions")
-    reports = report.add_subparsers(dest="report_command", required=True)
+    reports = report.add_subparsers(dest="report_command")  # none: the analysis report (`--html`)
     ab = reports.add_parser("ab", help="A/B test: control (static rules) vs treatment (learned routers)")
     ab.add_argument("--since", help="only decisions from then on: Unix seconds, ISO date/time (UTC) or 24h, 7d, 30m")
     ab.add_argument("--json", help="write the full report here")
@@ -293,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="primary metric of the sequential stopping rule (default: %(default)s)")  # fmt: skip
     ab.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
     ab.set_defaults(func=_report_ab)
+    analytics_commands.register(commands, report)
 
     router_commands.register(commands)
     build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")

@@ -1,8 +1,9 @@
 """Persistent storage for routing decisions, per-attempt performance and feedback.
 
-This module and `proxy.store_schema` (tables and migrations) are the only ones that talk SQL. Everything else
-hands it `proxy.events` records and reads plain dicts back, so the backend can change without touching the
-request path. What each consumer may call is in `proxy.store_api` (`RequestStore`, `LearningStore`, `ReportStore`).
+This module, `proxy.store_schema` (tables and migrations) and `proxy.store_analytics` (reads over a time window) are
+the only ones that talk SQL. Everything else hands it `proxy.events` records and reads plain dicts back, so the
+backend can change without touching the request path. What each consumer may call is in `proxy.store_api`
+(`RequestStore`, `LearningStore`, `ReportStore`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from proxy.events import DecisionRecord, FeedbackRecord, LearningEvent, PerformanceRecord, Record
+from proxy.store_analytics import AnalyticsQueries
 from proxy.store_api import LearningStore, ReportStore, RequestStore, Store, routing_rule_rows
 from proxy.store_schema import (
     DECISIONS,
@@ -118,7 +120,7 @@ def _from_row(row: dict[str, Any], table: str) -> dict[str, Any]:
 # --- SQLite -----------------------------------------------------------------
 
 
-class SQLiteStore(Store):
+class SQLiteStore(AnalyticsQueries, Store):
     """One SQLite file in WAL mode behind a single connection.
 
     A lock serialises every call: the recorder writes from a worker thread while

@@ -1,6 +1,6 @@
 """The store's schema: table names, the frozen migrations that create them, and the write transaction they share.
 
-Part of the SQL layer (with `proxy.store`): nothing outside these two modules talks SQL.
+Part of the SQL layer (with `proxy.store` and `proxy.store_analytics`): nothing outside these three modules talks SQL.
 """
 
 from __future__ import annotations

@@ -198,6 +198,12 @@ def _report_ab(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SQLiteStore, "ab_outcomes", _raise(lambda store, since: store.path.parent))
 
 
+def _window_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.store import SQLiteStore
+
+    monkeypatch.setattr(SQLiteStore, "window_decisions", _raise(lambda store, *a: store.path.parent))
+
+
 def _eval_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     import router_plugins.outcomes
     from router_plugins.classify import StaticEmbedder
@@ -227,6 +233,8 @@ COMMANDS: dict[str, tuple[list[str], Callable[[pytest.MonkeyPatch], None]]] = {
     "build-embeddings": (["build-embeddings"], _build_embeddings),
     "tune": (["tune", "--dry-run"], _tune),
     "report ab": (["report", "ab"], _report_ab),
+    "report": (["report", "--html", "report.html"], _window_reads),
+    "top": (["top"], _window_reads),
     "eval offline": (
         ["eval", "offline", "--train", "t", "--test", "t", "--router", "static-rules", "--tasks", "dataset"],
         _eval_offline,
