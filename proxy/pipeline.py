@@ -115,6 +115,7 @@ class CallContext:
             counterfactual_model=self.counterfactual.model if self.counterfactual else None,
             counterfactual_router=self.counterfactual.router if self.counterfactual else None,
             language=self.language,
+            choice_probabilities=dict(d.choice_probabilities),
         )
 
 

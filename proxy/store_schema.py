@@ -133,10 +133,16 @@ def _m0003_language(db: Database) -> None:
     db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN language TEXT")
 
 
+def _m0004_receipt(db: Database) -> None:
+    # JSON: {model: probability of being chosen}. Rows written before it stay NULL (their policy was not kept).
+    db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN choice_probabilities TEXT")
+
+
 MIGRATIONS_LIST: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_learning", _m0002_learning),
     ("0003_language", _m0003_language),
+    ("0004_receipt", _m0004_receipt),
 ]
 
 

@@ -25,7 +25,7 @@ from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine, read_po
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
-from ..types import ChatRequest, Classification, RouteDecision
+from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
 from .ranking import Estimate, Estimates, decide
 
@@ -217,7 +217,7 @@ class LearnedRouter:
             latency = self.predict_latency(candidate, len(text))
             note = "predicted" if self.learned(candidate.name) else "registry prior: too few outcomes"
             options.append(Estimate(candidate.name, quality, cost, latency, note=note))
-        return Estimates(tuple(options), f"predicted from {self.trained_on} outcomes")
+        return Estimates(tuple(options), f"predicted from {self.trained_on} outcomes", cost_unit=COST_PER_REQUEST)
 
     def outcome_counts(self) -> dict[str, int]:
         """Training outcomes per model."""

@@ -103,12 +103,12 @@ def test_migrations_are_idempotent(db_path: Path) -> None:
     first.close()
     second = SQLiteStore(db_path)
     try:
-        assert second.applied_migrations() == ["0001_initial", "0002_learning", "0003_language"]
+        assert second.applied_migrations() == ["0001_initial", "0002_learning", "0003_language", "0004_receipt"]
         assert second.decision_exists("req-1")  # reopening did not recreate tables
     finally:
         second.close()
     with closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 4
 
 
 def test_language_migration_upgrades_an_existing_database(db_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_language_migration_upgrades_an_existing_database(db_path: Path) -> None
 
     store = SQLiteStore(db_path)
     try:
-        assert store.applied_migrations()[-1] == "0003_language"
+        assert store.applied_migrations()[2] == "0003_language"
         store.write_batch([decision("after", language="zh")])
         after, before = store.decision("after"), store.decision("before")
         assert after is not None and after["language"] == "zh"
