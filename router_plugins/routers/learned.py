@@ -24,6 +24,7 @@ import numpy as np
 from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine, read_pointer, write_atomically, write_pointer
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
+from ..progress import track
 from ..registry import ModelEntry, Registry
 from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
@@ -116,7 +117,7 @@ class LearnedRouter:
         X = self.features(data.texts, data.tasks)
         coef = np.zeros((len(data.models), X.shape[1]))
         intercept = np.zeros(len(data.models))
-        for j in range(len(data.models)):
+        for j in track(range(len(data.models)), "fitting the learned router", unit="models"):
             y = data.quality[:, j]
             known = np.isfinite(y)
             mean = float(y[known].mean()) if known.any() else 0.5
