@@ -101,6 +101,7 @@ class GatewayMetrics:
         )  # fmt: skip
         self.ab = Counter("autoroute_ab_decisions", "Requests by A/B arm (control, treatment, shadow).", ("arm",),
                           registry=registry)  # fmt: skip
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._open_streams: OrderedDict[str, DecisionRecord] = OrderedDict()
         self._last_failure: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
@@ -127,33 +128,33 @@ class GatewayMetrics:
         self._count_request(rec)
 
     def _count_request(self, rec: DecisionRecord) -> None:
-        self.requests.labels(rec.selected_model, rec.task, rec.router_name, rec.preference, rec.status).inc()
-        self.classified.labels(rec.classification_layer).inc()
+        self._child(self.requests, rec.selected_model, rec.task, rec.router_name, rec.preference, rec.status).inc()
+        self._child(self.classified, rec.classification_layer).inc()
         for attempt in rec.layer_attempts:
             layer = str(attempt.get("layer"))
             result = ("skipped" if attempt.get("detail") == SKIPPED_NO_EMBEDDING else
                       "accepted" if attempt.get("accepted") else "rejected")  # fmt: skip
-            self.layer_attempts.labels(layer, result).inc()
+            self._child(self.layer_attempts, layer, result).inc()
         if rec.ab_arm:
-            self.ab.labels(rec.ab_arm).inc()
+            self._child(self.ab, rec.ab_arm).inc()
 
     def _attempt(self, rec: PerformanceRecord) -> None:
-        self.attempt_duration.labels(rec.model, rec.outcome).observe(rec.latency_ms / 1000)
+        self._child(self.attempt_duration, rec.model, rec.outcome).observe(rec.latency_ms / 1000)
         if rec.stream and rec.outcome != "failure" and rec.ttft_ms is not None:
-            self.ttft.labels(rec.model).observe(rec.ttft_ms / 1000)
+            self._child(self.ttft, rec.model).observe(rec.ttft_ms / 1000)
         if rec.prompt_tokens:
-            self.tokens.labels(rec.model, "prompt").inc(rec.prompt_tokens)
+            self._child(self.tokens, rec.model, "prompt").inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self.tokens.labels(rec.model, "completion").inc(rec.completion_tokens)
+            self._child(self.tokens, rec.model, "completion").inc(rec.completion_tokens)
         if rec.cost_usd:
-            self.cost.labels(rec.model, rec.task).inc(rec.cost_usd)
+            self._child(self.cost, rec.model, rec.task).inc(rec.cost_usd)
         if rec.attempt > 1:
             previous = self._last_failure.pop(rec.request_id, None)
             if previous is not None:
-                self.fallbacks.labels(previous[0], rec.model, previous[1]).inc()
+                self._child(self.fallbacks, previous[0], rec.model, previous[1]).inc()
         if rec.outcome == "failure":
             reason = rec.error_class or "unknown"
-            self.failures.labels(rec.model, reason).inc()
+            self._child(self.failures, rec.model, reason).inc()
             self._last_failure[rec.request_id] = (rec.model, reason)
             while len(self._last_failure) > OPEN_REQUESTS_MAX:
                 self._last_failure.popitem(last=False)
@@ -161,6 +162,15 @@ class GatewayMetrics:
             opened = self._open_streams.pop(rec.request_id, None)
             if opened is not None:
                 self._count_request(opened)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set: prometheus-client's lookup validates the labels
+        and takes a lock each time, half of what counting a request cost."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*(str(label) for label in labels))
+        return child
 
     # --- exposition ------------------------------------------------------------------------------------------
 
