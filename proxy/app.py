@@ -25,6 +25,7 @@ from .drain import SHUTTING_DOWN, Drain, DrainMiddleware, ShuttingDown
 from .durable import NotDurable
 from .errors import ApiError, backends_failed, internal_error, routing_error
 from .gateway import AppSettings, Gateway, Services, data_dir_for
+from .observe import router as observe_router
 from .pipeline import BackendsFailed
 from .routes import router as api_router
 
@@ -60,6 +61,7 @@ def create_app(settings: AppSettings) -> FastAPI:
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(StartingMiddleware, state=app.state)
     app.include_router(api_router)
+    app.include_router(observe_router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(NotDurable, _not_durable)

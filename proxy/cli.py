@@ -303,11 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVERS = frozenset({"serve", "fake-upstream", "replay-upstream"})
+"""Commands that run until stopped: they log, and show no progress of their own long work."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _offline_defaults()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    if args.command in SERVERS:
+        return int(args.func(args))
+    from router_plugins.progress import shown
+
+    with shown():  # a bar on a terminal, a log line every few seconds otherwise
+        return int(args.func(args))
 
 
 if __name__ == "__main__":

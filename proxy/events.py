@@ -48,6 +48,10 @@ class DecisionRecord:
     language: str | None = "und"
     """The language of the last user message (ISO 639-1, `und` when unknown); `auto` routes among the models that
     serve it."""
+    choice_probabilities: dict[str, float] = field(default_factory=dict)
+    """Each candidate's probability of being chosen by the logging policy (exploration, an A/B split); empty when the
+    routed model was chosen for certain. With `alternatives` (each candidate's predictions and utility) and
+    `layer_attempts`, what the routing receipt (`GET /v1/decisions/{id}`) shows."""
     error_code: str | None = None
     """Why no answer came back (`status` rejected or failure): the error's code as the client got it."""
     error_message: str | None = None

@@ -44,6 +44,7 @@ from .durable import DurableWriter
 from .forward import Forwarder
 from .jobs import Job, periodic
 from .learning import LearningLoop
+from .metrics import GatewayMetrics
 from .pipeline import Pipeline
 from .recorder import Recorder
 from .runtime import Runtime, RuntimeHolder, build_runtime
@@ -94,6 +95,8 @@ class Services:
     """Why the data directory's store could not be opened (an in-memory one stands in): readiness is not_ready."""
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     """Each model's circuit breaker (closed, open, half_open), shown by readiness."""
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    """Counted from the recorder's records (its listener); `/metrics` renders them."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -120,6 +123,7 @@ class Gateway:
         self._transformer_ready = asyncio.Event()
         self.breaker = CircuitBreaker()
         """Per-model health, kept across config reloads (`build` re-configures it)."""
+        self.metrics = GatewayMetrics()
 
     async def start(self) -> Services:
         settings = self.settings
@@ -153,7 +157,8 @@ class Gateway:
         holder.watch_artifacts((data.path(POINTER_FILE), data.path(THRESHOLDS_POINTER), *self.sources.pointers()))
         storage = registry.storage
         self.recorder = Recorder(store, queue_size=storage.queue_size, batch_size=storage.batch_size,
-                                 flush_interval_ms=storage.flush_interval_ms)  # fmt: skip
+                                 flush_interval_ms=storage.flush_interval_ms,
+                                 listeners=(self.metrics.observe,))  # fmt: skip
         await self.recorder.start()
         self.feedback_writer = DurableWriter(store)
         await self.feedback_writer.start()
@@ -164,7 +169,8 @@ class Gateway:
                                  embed_budget_ms=classifier_settings.transformer_budget_ms,
                                  breaker=self.breaker)  # fmt: skip
         self.services = Services(holder, self.pipeline, self.recorder, self.feedback_writer, store, data.root,
-                                 self.drain, learning=self.learning, jobs=self.jobs, breaker=self.breaker)  # fmt: skip
+                                 self.drain, learning=self.learning, jobs=self.jobs, breaker=self.breaker,
+                                 metrics=self.metrics)  # fmt: skip
         self.services.store_error = store_error
         self.services.embeddings = "ok" if self.embedder is not None or not wants_table else "building"
         self.services.task_model = "off" if self.server is None else ("loading" if self.task_model else "fitting")

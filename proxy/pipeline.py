@@ -121,6 +121,7 @@ class CallContext:
             language=self.language,
             error_code=error_code,
             error_message=error_message,
+            choice_probabilities=dict(d.choice_probabilities),
         )
 
 

@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from proxy.events import DecisionRecord, Record
@@ -62,6 +63,7 @@ class Recorder:
         flush_interval_ms: int = 200,
         recent_ids: int = 100_000,
         retry_delay_ms: int = 100,
+        listeners: Sequence[Callable[[Record], None]] = (),
     ) -> None:
         if batch_size < 1 or queue_size < 1:
             raise ValueError("batch_size and queue_size must be positive")
@@ -72,6 +74,8 @@ class Recorder:
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._recent_max = recent_ids
+        self._listeners = tuple(listeners)
+        """Told of every record as it is offered, kept or dropped (e.g. `proxy.metrics`): cheap and non-blocking."""
         self.stats = RecorderStats()
 
         self._task: asyncio.Task[None] | None = None
@@ -95,6 +99,11 @@ class Recorder:
 
     def record(self, rec: Record) -> bool:
         """Enqueue without blocking; False if the record was dropped."""
+        for listener in self._listeners:
+            try:
+                listener(rec)
+            except Exception:  # noqa: BLE001 - an observer's bug must not fail the request it observes
+                logger.exception("a recorder listener failed")
         if self._stopping:
             self._drop("recorder is stopped")
             return False

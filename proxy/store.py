@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 # Columns holding JSON text / 0-1 integers, decoded on the way out so callers
 # get back the same shapes they put into the records.
 _JSON_COLUMNS: dict[str, frozenset[str]] = {
-    DECISIONS: frozenset({"layer_attempts", "alternatives"}),
+    DECISIONS: frozenset({"layer_attempts", "alternatives", "choice_probabilities"}),
     PERFORMANCE: frozenset(),
     FEEDBACK: frozenset({"extra"}),
     LEARNING: frozenset({"scores"}),
@@ -311,6 +311,11 @@ class SQLiteStore(AnalyticsQueries, Store):
         with self._lock:
             rows = list(self._db.table(LEARNING).rows_where(order_by="id DESC", limit=limit))
         return [_from_row(row, LEARNING) for row in rows]
+
+    def learning_event_counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT kind, COUNT(*) FROM {LEARNING} GROUP BY kind").fetchall()
+        return {str(kind): int(count) for kind, count in rows}
 
     def routing_rules(self, registry_version: str | None = None) -> list[dict[str, Any]]:
         with self._lock:

@@ -101,6 +101,10 @@ class ReportStore(Protocol):
         """The newest promotions, rejections and aggregations first."""
         ...
 
+    def learning_event_counts(self) -> dict[str, int]:
+        """How many learning events of each kind the store holds (`/metrics`)."""
+        ...
+
     def routing_rules(self, registry_version: str | None = None) -> list[dict[str, Any]]:
         """The stored routing rules of one registry version (all versions when None), in the order written:
         version, created_at, task, model, adjustment (decoded), source."""

@@ -139,11 +139,17 @@ def _m0004_refusals(db: Database) -> None:
     db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN error_message TEXT")
 
 
+def _m0005_receipt(db: Database) -> None:
+    # JSON: {model: probability of being chosen}. Rows written before it stay NULL (their policy was not kept).
+    db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN choice_probabilities TEXT")
+
+
 MIGRATIONS_LIST: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_learning", _m0002_learning),
     ("0003_language", _m0003_language),
     ("0004_refusals", _m0004_refusals),
+    ("0005_receipt", _m0005_receipt),
 ]
 
 

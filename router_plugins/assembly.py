@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -87,7 +87,8 @@ class RoutingEngine:
         candidates = serving(self.available, language)
         ab = self.registry.learning.ab
         if ab.mode == "off":
-            return Routed(self._choose(request, classification, candidates).decision)
+            choice = self._choose(request, classification, candidates)
+            return Routed(with_probabilities(choice.decision, choice.probabilities))
         control = self._first_decision((self.control,), request, classification, candidates)
         treatment = self._choose(request, classification, candidates)
         if ab.mode == "shadow":
@@ -96,10 +97,10 @@ class RoutingEngine:
         in_treatment = unit_hash(request.request_id) < share
         served, other = (treatment.decision, control) if in_treatment else (control, treatment.decision)
         # The logging policy is the mixture of both arms: what off-policy evaluation needs as the propensity.
-        propensity = share * treatment.probabilities.get(served.model, 0.0) + (1 - share) * (
-            served.model == control.model
-        )
-        return Routed(replace(served, propensity=propensity), "treatment" if in_treatment else "control", other)
+        mixture = {name: share * p for name, p in treatment.probabilities.items()}
+        mixture[control.model] = mixture.get(control.model, 0.0) + (1 - share)
+        served = replace(served, propensity=mixture.get(served.model, 0.0))
+        return Routed(with_probabilities(served, mixture), "treatment" if in_treatment else "control", other)
 
     def passthrough(self, request: ChatRequest, classification: Classification) -> RouteDecision:
         """A request naming a model: that model, if the registry has it enabled and its credentials are present."""
@@ -198,6 +199,14 @@ def served_classifier(registry: Registry, artifacts: Path | None, parts: Parts =
     `artifacts` overlays the tuned thresholds; None when `registry` already has them."""
     registry = with_tuned_thresholds(registry, artifacts)
     return build_classifier(registry, parts.static_embedder, parts.task_model, parts.text_model, parts.corrections)
+
+
+def with_probabilities(decision: RouteDecision, probabilities: Mapping[str, float]) -> RouteDecision:
+    """`decision` carrying every candidate's probability of being chosen (none when it was chosen for certain)."""
+    if len(probabilities) < 2:
+        return decision
+    pairs = tuple((name, round(p, 6)) for name, p in sorted(probabilities.items(), key=lambda kv: -kv[1]) if p > 0)
+    return replace(decision, choice_probabilities=pairs)
 
 
 def unit_hash(request_id: str) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .datadir import write_atomically
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,8 @@ MODEL_ID = "all-MiniLM-L6-v2-focus1"
 """Names the model and the text preparation: the cache key changes when either does."""
 MAX_SEQ_LENGTH = 256
 BATCH_SIZE = 64
+PROGRESS_CHUNK = 8 * BATCH_SIZE
+"""Long lists are encoded this many texts at a time, so their progress can be reported between chunks."""
 HEAD_CHARS = 200
 TAIL_CHARS = 800
 """MiniLM reads ~256 tokens (~1,000 characters). Long prompts are mostly pasted material or few-shot examples
@@ -62,6 +65,16 @@ class TransformerEmbedder:
     def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if len(texts) <= PROGRESS_CHUNK:
+            return self._encode(texts, batch_size)
+        parts = []
+        with Progress("embedding", len(texts), "texts") as progress:
+            for start in range(0, len(texts), PROGRESS_CHUNK):
+                parts.append(self._encode(texts[start : start + PROGRESS_CHUNK], batch_size))
+                progress.update(len(parts[-1]))
+        return np.concatenate(parts)
+
+    def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         vectors = self._model.encode(
             [focus(t) for t in texts],
             batch_size=batch_size,

@@ -91,14 +91,24 @@ class Classification:
     needs_clarification: bool = False
 
 
+COST_PER_1K_TOKENS = "usd_per_1k_tokens"
+"""The unit of a candidate's cost when a router ranks by price (static rules, win rates, a named model)."""
+COST_PER_REQUEST = "usd_per_request"
+"""The unit when a router predicts each request's cost (the learned and the predictive routers)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ScoredCandidate:
     model: str
     score: float
+    """The utility under the request's preference (`routers/ranking.py`)."""
     quality: float
+    """The predicted quality: the probability of a successful answer, 0..1."""
     cost_per_1k: float | None
+    """The predicted cost, in `cost_unit` (the name is historical: stored rows carry this key)."""
     latency_ms: float | None
     note: str = ""
+    cost_unit: str = COST_PER_1K_TOKENS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +118,7 @@ class ScoredCandidate:
             "cost_per_1k": self.cost_per_1k,
             "latency_ms": self.latency_ms,
             "note": self.note,
+            "cost_unit": self.cost_unit,
         }
 
 
@@ -121,6 +132,9 @@ class RouteDecision:
     router_version: str
     alternatives: tuple[ScoredCandidate, ...] = ()
     propensity: float = 1.0
+    choice_probabilities: tuple[tuple[str, float], ...] = ()
+    """Each candidate's probability of being chosen by the policy that decided (exploration, an A/B split), as
+    (model, probability) pairs summing to 1; empty when the model was chosen with certainty."""
 
     @property
     def fallback_order(self) -> tuple[str, ...]:

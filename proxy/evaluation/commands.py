@@ -85,7 +85,7 @@ def _offline(args: argparse.Namespace) -> int:
             print(f"autoroute: {exc}", file=sys.stderr)
             return 2
         sets, task_report["task_agreement"] = with_classifier_tasks(
-            [train] + ([test] if test else []), classifier, embed=cache.embed, progress=_progress
+            [train] + ([test] if test else []), classifier, embed=cache.embed
         )
         train, test = sets[0], (sets[1] if test else None)
     static = StaticEmbedder.load_or_build(data_dir)
@@ -113,10 +113,6 @@ def _offline(args: argparse.Namespace) -> int:
 
         plot_offline(report, Path(args.plot))
     return 0
-
-
-def _progress(line: str) -> None:
-    print(f"autoroute: {line}", file=sys.stderr, flush=True)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 
 from router_plugins.classify import TaskClassifier
 from router_plugins.outcomes import OutcomeSet, kfold_indices
+from router_plugins.progress import track
 from router_plugins.registry import LiteLLMParams, ModelEntry, Registry
 from router_plugins.routers import PromptBatch, RouterContext, RouterTable, TrainableRouter, default_table
 
@@ -69,7 +70,7 @@ def cross_validated_predictions(
     quality = np.zeros_like(data.quality)
     cost = np.zeros_like(data.cost)
     train_quality = np.zeros_like(data.quality)
-    for test_idx in kfold_indices(len(data), folds, seed):
+    for test_idx in track(kfold_indices(len(data), folds, seed), f"{folds}-fold cross-validation", folds, "folds"):
         train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
         train = data.subset(train_idx)
         router = fit_router(name, train, context=context)
@@ -236,12 +237,11 @@ def classify_texts(
     classifier: TaskClassifier,
     *,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
     """The task the gateway assigns to each distinct text (`TaskClassifier.classify_batch`: the transformer embedding
     only for the texts the cheap layers left unsure, when the cascade has layers 3-4 and `embed` is given)."""
     distinct = list(dict.fromkeys(texts))
-    results = classifier.classify_batch(distinct, embed, progress)
+    results = classifier.classify_batch(distinct, embed)
     return {text: result.task for text, result in zip(distinct, results)}
 
 
@@ -250,14 +250,13 @@ def with_classifier_tasks(
     classifier: TaskClassifier,
     *,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> tuple[list[OutcomeSet], dict[str, Any]]:
     """Copies of `sets` whose tasks are the classifier's, and its agreement with the data sets' own labels.
 
     Each distinct text is classified once across all sets. Agreement counts every prompt the data set labels:
     `{"labelled", "share", "confusion": {data set's task: {classifier's task: count}}}`.
     """
-    assigned = classify_texts([t for data in sets for t in data.texts], classifier, embed=embed, progress=progress)
+    assigned = classify_texts([t for data in sets for t in data.texts], classifier, embed=embed)
     relabelled = [dataclasses.replace(data, tasks=[assigned[t] for t in data.texts]) for data in sets]
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     for data in sets:

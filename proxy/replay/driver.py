@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from router_plugins.progress import Progress
+
 from .dataset import Record, read_model_names, read_records
 from .report import Event, OnlineReport, baselines, build_report
 
@@ -140,16 +142,19 @@ async def run_events(settings: OnlineSettings, records: Sequence[Record]) -> lis
     session = _Session(settings)
     results: list[Event | None] = [None] * len(records)
     pending = iter(enumerate(records))
+    progress = Progress("replaying", len(records), "requests")
 
     async def worker() -> None:
         # Workers share one iterator, so records start in file order whatever finishes first.
         for index, record in pending:
             results[index] = event = await session.send(index, record)
             session.done.append(event)
+            progress.update()
 
     try:
         await asyncio.gather(*(worker() for _ in range(min(settings.concurrency, len(records)))))
     finally:
+        progress.close()
         await session.close()
     return [e for e in results if e is not None]
 

@@ -7,13 +7,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..progress import track
 from ..types import Classification, LayerAttempt
 from .layer import AnyLayer, needs_embedding
 
 FALLBACK_LAYER = "fallback"
 SKIPPED_NO_EMBEDDING = "skipped: no embedding given"
-PROGRESS_EVERY = 1000
-"""`classify_batch` reports its progress after this many prompts."""
 
 
 class TaskClassifier:
@@ -75,21 +74,14 @@ class TaskClassifier:
         self,
         texts: Sequence[str],
         embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-        progress: Callable[[str], None] | None = None,
     ) -> list[Classification]:
         """What the gateway does per request, for many texts: `classify` each, then, given `embed`, one batched
-        embedding of the texts the cheap layers left unsure and `resume` for those."""
-        results = []
-        started = time.perf_counter()
-        for done, text in enumerate(texts, 1):
-            results.append(self.classify(text))
-            if progress is not None and done % PROGRESS_EVERY == 0:
-                progress(f"classified {done}/{len(texts)} prompts ({time.perf_counter() - started:.0f} s)")
+        embedding of the texts the cheap layers left unsure and `resume` for those. Reports its progress
+        (`router_plugins.progress`), as the embedding does its own."""
+        results = [self.classify(text) for text in track(texts, "classifying", unit="prompts")]
         unsure = [i for i, result in enumerate(results) if self.wants_embedding(result)]
         if embed is None or not unsure:
             return results
-        if progress is not None:
-            progress(f"embedding the {len(unsure)} prompts the cheap layers left unsure")
         vectors = embed([texts[i] for i in unsure])
         for row, i in enumerate(unsure):
             results[i] = self.resume(texts[i], vectors[row], results[i])

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..datadir import ArtifactVersionError, DamagedArtifact, DataDir, quarantine, write_atomically
 from ..embeddings import focus
+from ..progress import Progress
 from ..registry import TaskType
 from .layer import LayerVerdict
 from .scoring import fit_shared_covariance_readout, softmax, task_groups, top_k_mean, verdict
@@ -78,12 +79,13 @@ def build_static_table(out_path: Path, source: Path | None = None, batch: int = 
     size = tokenizer.get_vocab_size()
     cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
     rows = np.zeros((size, model.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), Progress("distilling the static embedding table", size, "tokens") as progress:
         for start in range(0, size, batch):
             ids = torch.arange(start, min(size, start + batch))
             inputs = torch.stack([torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], dim=1)
             hidden = model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
             rows[start : start + len(ids)] = hidden.mean(dim=1).numpy()
+            progress.update(len(ids))
     weights = np.ones(size, dtype=np.float32)
     for token, index in vocab.items():
         if token in _FUNCTION_WORDS or (token.startswith("[") and token.endswith("]")) or not re.search(r"\w", token):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..progress import track
 from .scoring import softmax
 from .text_model import TOKEN_PATTERN, Block, TextModel, _Featurizer, view
 
@@ -153,7 +154,7 @@ def fit_calibrated_text_model(
     if len(texts) >= 10 * folds and len(set(labels)) > 1:
         order = np.random.default_rng(seed).permutation(len(texts))
         margins = np.zeros((len(texts), len(tasks)))
-        for part in np.array_split(order, folds):
+        for part in track(np.array_split(order, folds), "calibrating the text model", unit="folds"):
             keep = np.ones(len(texts), bool)
             keep[part] = False
             model = fit_text_model([t for t, k in zip(texts, keep) if k], [x for x, k in zip(labels, keep) if k], tasks,

@@ -24,8 +24,9 @@ import numpy as np
 from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine, read_pointer, write_atomically, write_pointer
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
+from ..progress import track
 from ..registry import ModelEntry, Registry
-from ..types import ChatRequest, Classification, RouteDecision
+from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
 from .ranking import Estimate, Estimates, decide
 
@@ -116,7 +117,7 @@ class LearnedRouter:
         X = self.features(data.texts, data.tasks)
         coef = np.zeros((len(data.models), X.shape[1]))
         intercept = np.zeros(len(data.models))
-        for j in range(len(data.models)):
+        for j in track(range(len(data.models)), "fitting the learned router", unit="models"):
             y = data.quality[:, j]
             known = np.isfinite(y)
             mean = float(y[known].mean()) if known.any() else 0.5
@@ -217,7 +218,7 @@ class LearnedRouter:
             latency = self.predict_latency(candidate, len(text))
             note = "predicted" if self.learned(candidate.name) else "registry prior: too few outcomes"
             options.append(Estimate(candidate.name, quality, cost, latency, note=note))
-        return Estimates(tuple(options), f"predicted from {self.trained_on} outcomes")
+        return Estimates(tuple(options), f"predicted from {self.trained_on} outcomes", cost_unit=COST_PER_REQUEST)
 
     def outcome_counts(self) -> dict[str, int]:
         """Training outcomes per model."""

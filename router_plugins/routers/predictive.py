@@ -13,7 +13,7 @@ import numpy as np
 
 from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
-from ..types import ChatRequest, Classification, RouteDecision
+from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
 from .ranking import Estimate, Estimates, decide
 
@@ -71,7 +71,7 @@ class PredictiveRouter:
             j = self._models.index(candidate.name)
             options.append(Estimate(candidate.name, float(prediction.quality[0, j]), float(prediction.cost[0, j]),
                                     note="predicted"))  # fmt: skip
-        return Estimates(tuple(options))
+        return Estimates(tuple(options), cost_unit=COST_PER_REQUEST)
 
     needs_embeddings = False
 

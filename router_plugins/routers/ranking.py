@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..registry import PreferenceWeights
-from ..types import ChatRequest, Classification, RouteDecision, ScoredCandidate
+from ..types import COST_PER_1K_TOKENS, ChatRequest, Classification, RouteDecision, ScoredCandidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +40,17 @@ class Estimates:
     """Appended to the reason in parentheses, e.g. `rule for math`."""
     notes: tuple[str, ...] = ()
     """Appended to the reason after the ranking, e.g. `task uncertain`."""
+    cost_unit: str = COST_PER_1K_TOKENS
+    """What the options' `cost` is in (`types.COST_PER_1K_TOKENS` or `types.COST_PER_REQUEST`): said in receipts."""
 
 
 def _known(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def rank(estimates: Sequence[Estimate], weights: PreferenceWeights) -> tuple[ScoredCandidate, ...]:
+def rank(
+    estimates: Sequence[Estimate], weights: PreferenceWeights, cost_unit: str = COST_PER_1K_TOKENS
+) -> tuple[ScoredCandidate, ...]:
     """The candidates by utility, best first (the fallback order)."""
     costs = [e.cost for e in estimates if _known(e.cost)]
     latencies = [e.latency_ms for e in estimates if _known(e.latency_ms)]
@@ -62,8 +66,8 @@ def rank(estimates: Sequence[Estimate], weights: PreferenceWeights) -> tuple[Sco
             - weights.latency_weight * (latency if latency is not None else slowest) / slowest
             + e.bonus
         )
-        scored.append(((round(-utility, 9), e.tiebreak, index), ScoredCandidate(e.model, utility, e.quality, cost,
-                                                                                latency, e.note)))  # fmt: skip
+        candidate = ScoredCandidate(e.model, utility, e.quality, cost, latency, e.note, cost_unit)
+        scored.append(((round(-utility, 9), e.tiebreak, index), candidate))
     scored.sort(key=lambda item: item[0])
     return tuple(candidate for _, candidate in scored)
 
@@ -80,7 +84,7 @@ def decide(
     """The decision a router's estimates lead to under the request's preference; None when it has no options."""
     if estimates is None or not estimates.options:
         return None
-    ranked = rank(estimates.options, weights)
+    ranked = rank(estimates.options, weights, estimates.cost_unit)
     best = ranked[0]
     reason = f"{label}, {request.preference}: {best.model} has the best utility for {task.task} among {len(ranked)}"
     if estimates.source:

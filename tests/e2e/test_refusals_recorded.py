@@ -40,6 +40,8 @@ def test_refused_requests_leave_a_decision_row_with_the_reason(gateway: Gateway)
     row = _row(gateway, unmet.value.response.headers["x-autoroute-request-id"])
     assert (row["status"], row["error_code"]) == ("rejected", "no_model_satisfies_constraints")
     assert row["task"] and row["classification_layer"], "how it was classified is kept"
+    receipt = httpx.get(f"{gateway.base_url}/decisions/{row['request_id']}").json()
+    assert (receipt["status"], receipt["error"]["code"]) == ("rejected", "no_model_satisfies_constraints")
     assert bad_json.status_code == 400
     row = _row(gateway, bad_json.headers["x-autoroute-request-id"])
     assert (row["status"], row["error_code"], row["task"]) == ("rejected", bad_json.json()["error"]["code"], None)

@@ -233,6 +233,12 @@ def test_exploration_can_run_around_any_chain_with_a_propensity_floor(data_dir: 
         routed.append(engine.route(request, engine.classify(text_), "en").decision)
     assert any(d.router == "learned" and d.reason.startswith("explored") for d in routed)
     assert min(d.propensity for d in routed) >= 0.05 - 1e-9
+    # The receipt's choice probabilities: every candidate's, summing to 1, the chosen one's its propensity.
+    for d in routed:
+        probabilities = dict(d.choice_probabilities)
+        assert set(probabilities) == {c.model for c in d.alternatives}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert probabilities[d.model] == pytest.approx(d.propensity, abs=1e-6)
 
 
 @pytest.mark.parametrize(
