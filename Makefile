@@ -7,11 +7,13 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: install serve demo test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: its CPU wheel; any looser spec pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# The versions of requirements.lock (what the container installs, with hashes) for every package it holds.
+	sed 's/ --hash=.*//' requirements.lock > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed

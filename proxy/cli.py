@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
 import logging
 import os
 import sys
@@ -35,13 +36,20 @@ def _serve(args: argparse.Namespace) -> int:
     from router_plugins.schema import ConfigError
 
     from .app import AppSettings, create_app
+    from .runtime import client_keys
     from .server import serve
 
     config = Path(args.config)
     try:
-        load_registry(config)
+        registry = load_registry(config)
+        client_keys(registry)  # an unset key variable: refused here, before listening
     except ConfigError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
+        return 2
+    if not registry.auth.api_key_envs and not _is_loopback(args.host) and not args.insecure:
+        print(f"autoroute: refusing to serve {args.host} without client keys: anyone who reaches it could spend "
+              "the backends' credits. Set auth.api_key_envs in the config, bind 127.0.0.1, or pass --insecure.",
+              file=sys.stderr)  # fmt: skip
         return 2
     settings = AppSettings(config, Path(args.data_dir) if args.data_dir else None, watch_config=not args.no_reload,
                            shutdown_grace_s=args.graceful_timeout, answer_while_starting=True)  # fmt: skip
@@ -54,6 +62,15 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
     )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -224,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-reload", action="store_true", help="do not pick up config edits while serving")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve a non-loopback --host without client keys (auth.api_key_envs)")  # fmt: skip
     serve.add_argument("--graceful-timeout", type=float, default=GRACEFUL_SHUTDOWN_S, metavar="S",
                        help="on SIGTERM, seconds requests in flight get to finish (default %(default)s)")  # fmt: skip
     serve.set_defaults(func=_serve)

@@ -118,8 +118,12 @@ class Forwarder:
     # -- registry ---------------------------------------------------------------------------------------------
 
     def has_credentials(self, model: ModelEntry) -> bool:
-        env_name = model.litellm_params.api_key_env
-        return env_name is None or bool(self._env.get(env_name))
+        """Whether the model can be called: its key variable (if any) is set, and so is its address when only a
+        variable gives it (`api_base_env` without an `api_base` to fall back on)."""
+        params = model.litellm_params
+        if params.api_base_env and not params.api_base and not self._env.get(params.api_base_env):
+            return False
+        return params.api_key_env is None or bool(self._env.get(params.api_key_env))
 
     def prepare(self, registry: Registry) -> Registry:
         """`registry` as served: prices resolved, and its keys' values known, to be redacted from backends' errors."""
@@ -191,8 +195,9 @@ class Forwarder:
             # gateway contact servers the registry does not name (and needs the optional `mcp` package).
             _skip_mcp_handler=True,
         )
-        if params.api_base:
-            kwargs["api_base"] = params.api_base
+        api_base = (self._env.get(params.api_base_env) if params.api_base_env else None) or params.api_base
+        if api_base:
+            kwargs["api_base"] = api_base
         if params.extra_headers_env:
             kwargs["extra_headers"] = {h: self._env.get(v, "") for h, v in params.extra_headers_env.items()}
         if stream:

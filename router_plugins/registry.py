@@ -29,6 +29,9 @@ class LiteLLMParams:
     model: str
     """LiteLLM's provider/model string, e.g. `openai/gpt-4o-mini` or `ollama/llama3.2`."""
     api_base: str | None = None
+    api_base_env: str | None = None
+    """Name of an environment variable holding the backend's base URL; when it is set, it wins over `api_base` (a
+    container reaches a backend on its host or a neighbour at an address only its deployment knows)."""
     api_key_env: str | None = None
     """Name of the environment variable that holds the key; never the key itself."""
     timeout_s: float = 60.0

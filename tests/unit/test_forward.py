@@ -44,7 +44,8 @@ def make_forwarder(litellm: ModuleType) -> MakeForwarder:
 
 
 def model(name: str = "m", litellm_model: str = "openai/x", **kw: Any) -> ModelEntry:
-    params = {k: kw.pop(k) for k in ("api_base", "api_key_env", "timeout_s", "extra_headers_env") if k in kw}
+    params = {k: kw.pop(k) for k in ("api_base", "api_base_env", "api_key_env", "timeout_s", "extra_headers_env")
+              if k in kw}
     return ModelEntry(name, LiteLLMParams(litellm_model, **params), **kw)
 
 
@@ -434,6 +435,26 @@ def test_kwargs_for_a_plain_call(make_forwarder: MakeForwarder) -> None:
         "temperature": 0.2,
         "seed": 3,
     }
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({"ACME_BASE": "http://backend.internal:8000/v1"}, "http://backend.internal:8000/v1"),
+     ({}, "http://127.0.0.1:11434/v1")],
+)  # fmt: skip
+def test_the_base_url_may_come_from_the_environment(
+    make_forwarder: MakeForwarder, env: dict[str, str], expected: str
+) -> None:
+    entry = model(api_base="http://127.0.0.1:11434/v1", api_base_env="ACME_BASE")
+
+    assert make_forwarder(env)._kwargs(entry, chat_request(), stream=False)["api_base"] == expected
+
+
+def test_a_model_whose_only_address_is_an_unset_variable_is_not_usable(make_forwarder: MakeForwarder) -> None:
+    entry = model(api_base_env="ACME_BASE")
+
+    assert make_forwarder({}).has_credentials(entry) is False
+    assert make_forwarder({"ACME_BASE": "http://backend.internal/v1"}).has_credentials(entry) is True
 
 
 @pytest.mark.parametrize("client_options", [None, {"include_usage": False}])
