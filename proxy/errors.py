@@ -9,7 +9,14 @@ from typing import Any
 
 from starlette.responses import Response
 
-from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, RequestTooLarge, RoutingError
+from router_plugins.errors import (
+    CapabilityMissing,
+    ConstraintsUnmet,
+    ModelNotFound,
+    ModelUnavailable,
+    RequestTooLarge,
+    RoutingError,
+)
 
 RETRY_AFTER_S = 1
 """What a 429 or 503 tells the client to wait when no backend said how long."""
@@ -108,6 +115,8 @@ def routing_error(exc: RoutingError) -> ApiError:
             param="autoroute",
             code=exc.code,
         )
+    if isinstance(exc, CapabilityMissing):
+        return bad_request(f"This request cannot be served: {exc}.", param=exc.param, code=exc.code)
     if isinstance(exc, RequestTooLarge):
         asked = "the prompt needs" if exc.param == "messages" else f"the prompt and '{exc.param}' need"
         return bad_request(

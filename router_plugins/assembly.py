@@ -24,10 +24,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .candidates import Candidates, serving
+from .candidates import Candidates, capable, serving
 from .classify import CorrectionsLayer, StaticEmbedder, TaskClassifier, TextModel, build_classifier
 from .classify.model import TaskModel
-from .errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, NoBackendAvailable, RequestTooLarge
+from .errors import (
+    CapabilityMissing,
+    ConstraintsUnmet,
+    ModelNotFound,
+    ModelUnavailable,
+    NoBackendAvailable,
+    RequestTooLarge,
+)
 from .registry import ModelEntry, Registry
 from .routers import Router, RouterContext, RouterTable, WinRateRouter, WinRateState, default_table
 from .routers.policies import Choice, DriftGuard, Exploration, Policy
@@ -84,7 +91,7 @@ class RoutingEngine:
 
     def route(self, request: ChatRequest, classification: Classification, language: str) -> Routed:
         """The decision for an `auto` request: the chain and its policies; under an A/B test, the arm's choice."""
-        candidates = serving(self.available, language)
+        candidates = serving(capable(self.available, request.needs), language)
         ab = self.registry.learning.ab
         if ab.mode == "off":
             choice = self._choose(request, classification, candidates)
@@ -109,6 +116,9 @@ class RoutingEngine:
             raise ModelNotFound(request.requested_model)
         if model.name not in self.available_names:
             raise ModelUnavailable(model.name, model.litellm_params.api_key_env)
+        lacking = model.lacks(request.needs)
+        if lacking:
+            raise CapabilityMissing(lacking, model.name)
         candidate = ScoredCandidate(model.name, 1.0, model.prior_quality(classification.task), model.cost_per_1k(),
                                     model.latency_ms, "requested")  # fmt: skip
         return RouteDecision(model.name, "requested by name", PASSTHROUGH_ROUTER, self.registry.version, (candidate,))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import CapabilityMissing
 from .language import UNKNOWN
 from .registry import ModelEntry
 
@@ -33,3 +34,15 @@ def serving(available: tuple[ModelEntry, ...], language: str) -> Candidates:
         f"language '{language}': {len(models)} of {len(available)} models serve it",
         Candidates(available, f"no model that serves language '{language}' could take this request"),
     )
+
+
+def capable(available: tuple[ModelEntry, ...], needs: tuple[str, ...]) -> tuple[ModelEntry, ...]:
+    """The available models that have every capability the request needs (`ChatRequest.needs`); raises
+    CapabilityMissing, naming what none has, when there is none."""
+    if not needs:
+        return available
+    models = tuple(m for m in available if not m.lacks(needs))
+    if not models and available:
+        missing = tuple(n for n in needs if all(n in m.lacks(needs) for m in available)) or needs
+        raise CapabilityMissing(missing)
+    return models

@@ -58,6 +58,22 @@ class NoBackendAvailable(RoutingError):
         super().__init__("no backend is available for this request")
 
 
+class CapabilityMissing(RoutingError):
+    """No model (or not the named one) can take what the request needs: tools, images, a JSON response format."""
+
+    code = "unsupported_capability"
+    PARAMS = {"tools": "tools", "vision": "messages", "json": "response_format"}
+    NAMES = {"tools": "tool calls", "vision": "images", "json": "a JSON response_format"}
+
+    def __init__(self, needs: tuple[str, ...], model: str | None = None) -> None:
+        what = " and ".join(self.NAMES[n] for n in needs)
+        where = f"the model {model!r} does not take {what}" if model else f"no available model takes {what}"
+        super().__init__(f"{where} (registry: {', '.join(f'supports_{n}' for n in needs)})")
+        self.needs = needs
+        self.model = model
+        self.param = self.PARAMS[needs[0]]
+
+
 class RequestTooLarge(RoutingError):
     """No model could take the request whatever the routing: its prompt, or the prompt and the answer it asks room
     for (`param`: `messages`, or `max_tokens` / `max_completion_tokens`), exceed every context window."""
@@ -72,5 +88,6 @@ class RequestTooLarge(RoutingError):
 
 
 __all__ = [
-    "ConstraintsUnmet", "ModelNotFound", "ModelUnavailable", "NoBackendAvailable", "RequestTooLarge", "RoutingError",
+    "CapabilityMissing", "ConstraintsUnmet", "ModelNotFound", "ModelUnavailable", "NoBackendAvailable",
+    "RequestTooLarge", "RoutingError",
 ]  # fmt: skip

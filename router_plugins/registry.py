@@ -53,6 +53,10 @@ class ModelEntry:
     generalist: bool = True
     specialized_for: tuple[str, ...] = ()
     supports_tools: bool = True
+    supports_vision: bool = False
+    """Whether it reads images (`image_url` parts): requests carrying one go only to models that do."""
+    supports_json: bool = True
+    """Whether it honours `response_format` (JSON mode, JSON schema)."""
     latency_ms: float = 1000.0
     """Prior typical latency of one call, before anything is measured."""
     quality: Mapping[str, float] = field(default_factory=dict)
@@ -82,6 +86,11 @@ class ModelEntry:
                 raise ValueError(f"model {self.name!r}: prices must be >= 0")
         if self.context_window <= 0:
             raise ValueError(f"model {self.name!r}: context_window must be > 0")
+
+    def lacks(self, needs: tuple[str, ...]) -> tuple[str, ...]:
+        """Which of a request's `needs` (`ChatRequest.needs`: tools, vision, json) this model cannot meet."""
+        has = {"tools": self.supports_tools, "vision": self.supports_vision, "json": self.supports_json}
+        return tuple(need for need in needs if not has[need])
 
     def serves(self, language: str) -> bool:
         """Whether `auto` requests in `language` may go to this model."""

@@ -36,6 +36,20 @@ class ChatRequest:
     def uses_tools(self) -> bool:
         return bool(self.params.get("tools") or self.params.get("functions"))
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The capabilities a model must have to take this request: `tools`, `vision` (an image part in a message),
+        `json` (a `response_format` asking for JSON)."""
+        needs = []
+        if self.uses_tools:
+            needs.append("tools")
+        if any(_has_image(m.get("content")) for m in self.messages):
+            needs.append("vision")
+        fmt = self.params.get("response_format")
+        if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema"):
+            needs.append("json")
+        return tuple(needs)
+
     def last_user_text(self) -> str:
         """The text of the last user message: what the task classifier reads."""
         for message in reversed(self.messages):
@@ -45,6 +59,12 @@ class ChatRequest:
 
     def prompt_chars(self) -> int:
         return sum(len(content_text(m.get("content"))) for m in self.messages)
+
+
+def _has_image(content: Any) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(part, Mapping) and part.get("type") in ("image_url", "input_image", "image") for part in content
+    )
 
 
 def content_text(content: Any) -> str:

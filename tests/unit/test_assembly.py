@@ -18,7 +18,7 @@ from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.assembly import ClassifierSources
 from router_plugins.classify.static_embedding import TABLE_FILE, TABLE_VERSION, model_path
 from router_plugins.datadir import DataDir, write_atomically
-from router_plugins.errors import ConstraintsUnmet, ModelNotFound, ModelUnavailable, NoBackendAvailable, RequestTooLarge
+from router_plugins.errors import CapabilityMissing, ConstraintsUnmet, ModelNotFound, ModelUnavailable, NoBackendAvailable, RequestTooLarge
 from router_plugins.language import detect_language
 from router_plugins.outcomes import OutcomeSet
 from router_plugins.registry import PreferenceWeights, parse_registry
@@ -190,13 +190,19 @@ def test_routing_errors_are_domain_errors_mapped_by_the_http_layer() -> None:
     tools = {"tools": [{"type": "function", "function": {"name": "f"}}]}
     registry = dataclasses.replace(registry, models=tuple(dataclasses.replace(m, supports_tools=False)
                                                           for m in registry.models))  # fmt: skip
-    with pytest.raises(NoBackendAvailable) as none:
+    with pytest.raises(CapabilityMissing) as incapable:
         assemble(registry, None).route(ChatRequest("r", "auto", ({"role": "user", "content": "x"},), params=tools),
                                        hello, "en")  # fmt: skip
-    mapped = [routing_error(e.value) for e in (missing, unavailable, unmet, none)]
-    assert [(e.status, e.code) for e in mapped] == [(404, "model_not_found"), (503, "model_unavailable"),
-                                                    (400, "no_model_satisfies_constraints"),
-                                                    (503, "no_backend_available")]  # fmt: skip
+    with pytest.raises(NoBackendAvailable) as none:
+        assemble(registry, None, has_credentials=lambda m: False).route(
+            ChatRequest("r", "auto", ({"role": "user", "content": "x"},)), hello, "en"
+        )
+    mapped = [routing_error(e.value) for e in (missing, unavailable, unmet, incapable, none)]
+    assert [(e.status, e.code, e.param) for e in mapped] == [
+        (404, "model_not_found", "model"), (503, "model_unavailable", "model"),
+        (400, "no_model_satisfies_constraints", "autoroute"), (400, "unsupported_capability", "tools"),
+        (503, "no_backend_available", None),
+    ]  # fmt: skip
 
 
 def test_policies_explore_around_whichever_router_decided(data_dir: tuple[Path, DataDir]) -> None:

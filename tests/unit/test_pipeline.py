@@ -268,7 +268,9 @@ def test_when_no_serving_model_can_take_the_request_all_are_asked() -> None:
     assert not isinstance(result, ApiError), "b serves Chinese but takes no tools; the request must not fail"
     decision = _decision(rows)
     assert decision.selected_model == "a"
-    assert "no model that serves language 'zh' could take this request" in decision.selection_reason
+    assert "no available model lists language 'zh', so all were candidates" in (decision.selection_reason or ""), (
+        "b, which takes no tools, was never a candidate"
+    )
 
 
 def test_unknown_language_does_not_narrow_the_choice() -> None:
