@@ -93,7 +93,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     message = f"{request.method} {request.url.path}: {exc.detail}"
-    return ApiError(exc.status_code, message, code=code).to_response(_request_id_header(request))
+    # Starlette's headers carry the 405's `Allow`, which RFC 9110 requires.
+    error = ApiError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+    return error.to_response(_request_id_header(request))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -31,6 +31,7 @@ router = APIRouter()
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_COMMENT_CHARS = 4000
+MAX_LABEL_CHARS = 100
 STORE_PROBE_S = 1.0
 """Readiness answers within about this long, whatever the store does."""
 _JSON_HEADERS = {"cache-control": "no-store"}
@@ -159,7 +160,7 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
     if not isinstance(request_id, str) or not request_id:
         raise bad_request("'request_id' is required: the x-autoroute-request-id of the call.", param="request_id")
     task = data.get("task")
-    if task is not None and task not in task_names:
+    if task is not None and (not isinstance(task, str) or task not in task_names):
         raise bad_request(
             f"'task' must be one of the registry's task types: {', '.join(sorted(task_names))}.", param="task",
             code="unknown_task",
@@ -171,6 +172,9 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
             param="score",
         )  # fmt: skip
     label = data.get("label")
+    # Checked before `thumbs` fills in a missing one: a falsy non-string (0, []) was silently replaced.
+    if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL_CHARS):
+        raise bad_request("'label' must be a short string.", param="label")
     if thumbs is not None:
         if thumbs not in ("up", "down"):
             raise bad_request("'thumbs' must be 'up' or 'down'.", param="thumbs")
@@ -180,8 +184,6 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
     comment = data.get("comment")
     if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS):
         raise bad_request(f"'comment' must be a string of at most {MAX_COMMENT_CHARS} characters.", param="comment")
-    if label is not None and (not isinstance(label, str) or len(label) > 100):
-        raise bad_request("'label' must be a short string.", param="label")
     extra = {"task": task} if task is not None else {}
     return FeedbackRecord(
         request_id, time.time(), None if score is None else float(score), label, comment, "api", extra
