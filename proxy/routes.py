@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -18,7 +19,7 @@ from router_plugins.datadir import DB_FILE, quarantined
 from router_plugins.types import PREFERENCES
 
 from .drain import ShuttingDown
-from .errors import ApiError, bad_request, unauthorized
+from .errors import ApiError, bad_request, model_not_found, unauthorized
 from .events import FeedbackRecord
 from .pipeline import Completed
 from .validation import load_json, parse_chat_request
@@ -93,11 +94,8 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
-@router.get("/v1/models")
-@router.get("/models", include_in_schema=False)
-async def list_models(request: Request) -> Response:
-    runtime = _services(request).holder.current
-    _authorize(request, runtime)
+def _models(runtime: Runtime) -> list[dict[str, Any]]:
+    """OpenAI's model objects: the auto variants, then the registry's enabled models."""
     created = int(runtime.loaded_at)
     data: list[dict[str, Any]] = [
         {"id": name, "object": "model", "created": created, "owned_by": "autoroute"}
@@ -114,7 +112,29 @@ async def list_models(request: Request) -> Response:
                     "available": model.name in runtime.available_names,
                 }
             )
-    return JSONResponse({"object": "list", "data": data}, headers=_JSON_HEADERS)
+    return data
+
+
+@router.get("/v1/models")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: Request) -> Response:
+    runtime = _services(request).holder.current
+    _authorize(request, runtime)
+    return JSONResponse({"object": "list", "data": _models(runtime)}, headers=_JSON_HEADERS)
+
+
+# `:path`: registry names may hold slashes (`openai/gpt-4o`), which clients send as they are or as %2F.
+@router.get("/v1/models/{model:path}")
+@router.get("/models/{model:path}", include_in_schema=False)
+async def retrieve_model(request: Request, model: str) -> Response:
+    if not model:  # `/v1/models/`: a path like any unknown one, not a model (nor a redirect to the list)
+        raise HTTPException(404)
+    runtime = _services(request).holder.current
+    _authorize(request, runtime)
+    found = next((entry for entry in _models(runtime) if entry["id"] == model), None)
+    if found is None:
+        raise model_not_found(model)
+    return JSONResponse(found, headers=_JSON_HEADERS)
 
 
 @router.post("/v1/feedback")
