@@ -22,6 +22,7 @@ from .drain import SHUTTING_DOWN, Drain, DrainMiddleware, ShuttingDown
 from .durable import NotDurable
 from .errors import ApiError, backends_failed, internal_error, routing_error
 from .gateway import AppSettings, Gateway, Services, data_dir_for
+from .openapi import OPENAPI_URL, serve_openapi
 from .pipeline import BackendsFailed
 from .routes import router as api_router
 
@@ -41,8 +42,9 @@ def create_app(settings: AppSettings) -> FastAPI:
             await gateway.stop()
 
     # No slash redirects: Starlette builds their Location from the client's Host header, before auth.
-    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=OPENAPI_URL,
                   redirect_slashes=False)  # fmt: skip
+    serve_openapi(app)
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.include_router(api_router)
