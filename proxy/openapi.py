@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document served at GET /openapi.json: the real bodies, statuses and headers of every route.
 
 The routes take a raw `Request` (their bodies are read and checked by hand, `proxy/validation.py`), so FastAPI cannot
-derive their schemas; this module writes the document from `proxy/api_models.py` and a table of operations, and
-`app.openapi` serves it. Decisions:
+derive their schemas; this module writes the document from the models of `proxy/api_requests.py` and
+`proxy/api_responses.py` and a table of operations, and `app.openapi` serves it. Decisions:
 - No auth on the document: it holds no secret and no model name (those stay behind auth at /v1/models). It does
   list the registry's task types, as the enum of the feedback's `task`, so it is rebuilt when they change.
 - No /docs or /redoc (a 404 in OpenAI's shape): FastAPI's pages load their scripts from a CDN, which a gateway
@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from . import api_models
+from . import api_requests, api_responses
 
 OPENAPI_URL = "/openapi.json"
 _REF = "#/components/schemas/{model}"
@@ -69,7 +69,7 @@ def openapi_document(task_names: tuple[str, ...] | None = None) -> dict[str, Any
 
 
 def _component_schemas() -> dict[str, Any]:
-    models = [(model, "validation") for model in (*api_models.REQUEST_MODELS, *api_models.RESPONSE_MODELS)]
+    models = [(model, "validation") for model in (*api_requests.REQUEST_MODELS, *api_responses.RESPONSE_MODELS)]
     _, top = models_json_schema(models, ref_template=_REF)  # type: ignore[arg-type]  # a literal, not a str
     return {name: _tidy(schema) for name, schema in top["$defs"].items()}
 

@@ -13,7 +13,7 @@ import httpx
 import jsonschema
 import pytest
 
-from proxy import api_models, validation
+from proxy import api_requests, validation
 from proxy.app import AppSettings, create_app
 from proxy.errors import ApiError
 from proxy.events import DecisionRecord
@@ -76,7 +76,7 @@ def test_the_request_schemas_name_what_validation_knows() -> None:
         kinds = set(parts["discriminator"]["mapping"]) if "discriminator" in parts else {"text"}
         assert kinds == validation.PART_TYPES.get(role, validation.TEXT_PARTS), role
     assert set(schemas["Tool"]["properties"]["type"]["enum"]) == validation.TOOL_TYPES
-    assert api_models.AUTO_MODELS == ["auto", *(f"auto:{p}" for p in PREFERENCES)]
+    assert api_requests.AUTO_MODELS == ["auto", *(f"auto:{p}" for p in PREFERENCES)]
     assert schemas["AutorouteOptions"]["properties"]["preference"]["enum"] == list(PREFERENCES)
     json_types = {bool: "boolean", str: "string", dict: "object", list: "array"}
     for key, types in validation._PARAM_TYPES.items():

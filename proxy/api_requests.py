@@ -1,4 +1,4 @@
-"""The bodies of the HTTP API as pydantic models, for the OpenAPI document only (`proxy/openapi.py`).
+"""The request bodies of the HTTP API as pydantic models, for the OpenAPI document only (`proxy/openapi.py`).
 
 Nothing parses a request with these: the routes read bodies by hand (`proxy/validation.py`: bounded reads, a depth
 limit before parsing). So every constraint here is one the gateway enforces, no more and no less: a parameter it only
@@ -28,12 +28,14 @@ def _not_null(schema: JsonDict) -> None:
     schema.update(next(b for b in branches if isinstance(b, dict) and b != _NULL))
 
 
-class _Closed(BaseModel):
+class Closed(BaseModel):
+    """No other field: the gateway refuses one in a request, and sends none in an answer."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class _Open(BaseModel):
-    """Fields not declared are allowed, and passed on as they are."""
+class Open(BaseModel):
+    """Other fields are allowed (in a request, passed on as they are)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -41,32 +43,32 @@ class _Open(BaseModel):
 # -- chat completion request ---------------------------------------------------------------------------------------
 
 
-class TextPart(_Open):
+class TextPart(Open):
     type: Literal["text"]
     text: str
 
 
-class ImageUrl(_Open):
+class ImageUrl(Open):
     url: str = Field(description="An https URL or a `data:` URL.")
     detail: Any = Field(None, description="`auto`, `low` or `high`; passed on.")
 
 
-class ImagePart(_Open):
+class ImagePart(Open):
     type: Literal["image_url"]
     image_url: ImageUrl
 
 
-class AudioPart(_Open):
+class AudioPart(Open):
     type: Literal["input_audio"]
     input_audio: dict[str, Any] = Field(description="`{data: <base64>, format: wav | mp3}`; passed on.")
 
 
-class FilePart(_Open):
+class FilePart(Open):
     type: Literal["file"]
     file: dict[str, Any] = Field(description="`{file_id}` or `{file_data, filename}`; passed on.")
 
 
-class RefusalPart(_Open):
+class RefusalPart(Open):
     type: Literal["refusal"]
     refusal: str
 
@@ -76,7 +78,7 @@ UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discrimi
 AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
 
 
-class _Message(_Open):
+class _Message(Open):
     """Fields the gateway checks on every message; other OpenAI fields (`refusal`, `audio`, ...) are passed on."""
 
     name: str | None = None
@@ -139,35 +141,35 @@ Message = Annotated[
 ]
 
 
-class Tool(_Open):
+class Tool(Open):
     """A tool the client runs itself: `{"type": "function", "function": {"name", "description", "parameters"}}` or
     `{"type": "custom", ...}`. Hosted and MCP tools are refused: they would make the gateway reach other servers."""
 
     type: ToolType
 
 
-class FunctionName(_Open):
+class FunctionName(Open):
     name: str
 
 
-class NamedToolChoice(_Open):
+class NamedToolChoice(Open):
     """Call this function."""
 
     type: Literal["function"]
     function: FunctionName
 
 
-class ResponseFormat(_Open):
+class ResponseFormat(Open):
     """`{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`."""
 
     type: str
 
 
-class StreamOptions(_Open):
+class StreamOptions(Open):
     include_usage: bool = Field(False, description="End with a chunk that has `usage` and no choices.")
 
 
-class AutorouteOptions(_Closed):
+class AutorouteOptions(Closed):
     """The gateway's own per-request options; OpenAI clients send them as `extra_body={"autoroute": {...}}`."""
 
     preference: PreferenceName | None = Field(
@@ -189,7 +191,7 @@ MODEL_DESCRIPTION = (
 )
 
 
-class ChatCompletionRequest(_Closed):
+class ChatCompletionRequest(Closed):
     """OpenAI's chat-completion request. An unknown field is a 400 `unknown_parameter`; one that would choose
     another upstream or credentials (`api_base`, `api_key`, `extra_headers`, ...) a 400 `forbidden_parameter`.
     A null parameter is the same as one left out. Everything but `model`, `messages`, `stream`, `autoroute`,
@@ -250,122 +252,10 @@ class ChatCompletionRequest(_Closed):
     metadata: dict[str, Any] | None = Field(None, description="Accepted, not forwarded.")
 
 
-# -- chat completion response --------------------------------------------------------------------------------------
+# -- feedback request --------------------------------------------------------------------------------------------------
 
 
-class Usage(_Open):
-    """Token counts; providers may add details (`prompt_tokens_details`, ...)."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class AssistantMessage(_Open):
-    role: Literal["assistant"]
-    content: str | None
-    tool_calls: list[dict[str, Any]] | None = Field(
-        None, description="`[{id, type: function, function: {name, arguments}}]`."
-    )
-    function_call: dict[str, Any] | None = None
-    refusal: str | None = None
-    reasoning_content: str | None = None
-    audio: dict[str, Any] | None = None
-
-
-class Choice(_Closed):
-    index: int
-    message: AssistantMessage
-    finish_reason: str | None = Field(description="`stop`, `length`, `tool_calls`, `content_filter`, ...")
-    logprobs: dict[str, Any] | None
-
-
-class ChatCompletion(_Closed):
-    """OpenAI's `chat.completion`; `model` is the registry model that answered (also in `x-autoroute-model`)."""
-
-    id: str | None
-    object: Literal["chat.completion"]
-    created: int | None
-    model: str
-    choices: list[Choice]
-    usage: Usage | None
-    system_fingerprint: str | None = None
-
-
-class Delta(_Open):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = Field(None, description="Pieces of calls, each with its `index`.")
-
-
-class ChunkChoice(_Closed):
-    index: int
-    delta: Delta
-    finish_reason: str | None
-    logprobs: dict[str, Any] | None
-
-
-class ChatCompletionChunk(_Closed):
-    """One `data:` event of a stream. The stream ends with `data: [DONE]`; with `stream_options.include_usage` the
-    chunk before it has no choices and carries `usage`. A failure after the first event is one `StreamError` event
-    instead, and no `[DONE]`."""
-
-    id: str | None
-    object: Literal["chat.completion.chunk"]
-    created: int | None
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
-
-
-# -- errors --------------------------------------------------------------------------------------------------------
-
-
-class ErrorBody(_Closed):
-    message: str
-    type: str = Field(
-        description="`invalid_request_error`, `authentication_error`, `rate_limit_error` or `server_error`."
-    )
-    param: str | None = Field(description="The request field at fault, when one is.")
-    code: str | None = Field(
-        description="Machine-readable: `invalid_value`, `unknown_parameter`, `model_not_found`, "
-        "`context_length_exceeded`, `upstream_unavailable`, `shutting_down`, ..."
-    )
-
-
-class ErrorResponse(_Closed):
-    """OpenAI's error envelope: every error of the gateway has this shape."""
-
-    error: ErrorBody
-
-
-class StreamError(_Closed):
-    """The last event of a stream that failed after its first byte."""
-
-    error: ErrorBody
-
-
-# -- models, feedback, health --------------------------------------------------------------------------------------
-
-
-class Model(_Closed):
-    """OpenAI's model object. The auto variants are `owned_by: autoroute`; a registry model is owned by its LiteLLM
-    provider and says whether the gateway has its credentials (`available`)."""
-
-    id: str
-    object: Literal["model"]
-    created: int = Field(description="When the serving configuration was loaded (Unix seconds).")
-    owned_by: str
-    available: bool | None = Field(None, description="Registry models only.")
-
-
-class ModelList(_Closed):
-    object: Literal["list"]
-    data: list[Model]
-
-
-class FeedbackRequest(_Closed):
+class FeedbackRequest(Closed):
     """How good a routed answer was: exactly one of `score` or `thumbs`, and/or the request's right `task`."""
 
     model_config = ConfigDict(
@@ -388,36 +278,4 @@ class FeedbackRequest(_Closed):
     task: str | None = Field(None, description="The task type the prompt really was: one of the registry's.")
 
 
-class FeedbackResponse(_Closed):
-    """Sent once the feedback is committed to disk."""
-
-    object: Literal["feedback"]
-    request_id: str
-    score: float | None
-    task: str | None = None
-    status: Literal["recorded"]
-
-
-class Liveness(_Closed):
-    status: Literal["alive"]
-
-
-class Readiness(_Open):
-    """Whether the gateway can serve (200) or not (503), and why; more keys may come."""
-
-    status: Literal["ready", "not_ready", "shutting_down"]
-    checks: dict[str, str] = Field(
-        description="`config`, `store`, `embeddings`, `task_model`; `shutdown` and `artifacts` when they apply."
-    )
-    models_available: int
-    registry_version: str
-    recorder: dict[str, int] = Field(description="`written`, `dropped`, `lost`, `queue_depth`, `pending`.")
-    feedback: dict[str, int] = Field(description="`written`, `failed`, `commits`.")
-    circuit_breaker: dict[str, Literal["closed", "open", "half_open"]]
-
-
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, FeedbackRequest)
-RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    ChatCompletion, ChatCompletionChunk, StreamError, ErrorResponse, Model, ModelList, FeedbackResponse, Liveness,
-    Readiness,
-)  # fmt: skip
