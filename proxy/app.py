@@ -26,6 +26,7 @@ from .durable import NotDurable
 from .errors import ApiError, backends_failed, internal_error, routing_error
 from .gateway import AppSettings, Gateway, Services, data_dir_for
 from .observe import router as observe_router
+from .openapi import OPENAPI_URL, serve_openapi
 from .pipeline import BackendsFailed
 from .routes import router as api_router
 
@@ -55,8 +56,9 @@ def create_app(settings: AppSettings) -> FastAPI:
                 await gateway.stop()
 
     # No slash redirects: Starlette builds their Location from the client's Host header, before auth.
-    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+    app = FastAPI(title="autoroute", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=OPENAPI_URL,
                   redirect_slashes=False)  # fmt: skip
+    serve_openapi(app)
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(StartingMiddleware, state=app.state)
@@ -139,7 +141,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     message = f"{request.method} {request.url.path}: {exc.detail}"
-    return ApiError(exc.status_code, message, code=code).to_response(_request_id_header(request))
+    # Starlette's headers carry the 405's `Allow`, which RFC 9110 requires.
+    error = ApiError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+    return error.to_response(_request_id_header(request))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

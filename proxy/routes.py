@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -18,7 +19,7 @@ from router_plugins.datadir import DB_FILE, quarantined
 from router_plugins.types import PREFERENCES
 
 from .drain import ShuttingDown
-from .errors import ApiError, bad_request, unauthorized
+from .errors import ApiError, bad_request, model_not_found, unauthorized
 from .events import DecisionRecord, FeedbackRecord
 from .pipeline import Completed
 from .validation import load_json, parse_chat_request
@@ -31,6 +32,7 @@ router = APIRouter()
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_COMMENT_CHARS = 4000
+MAX_LABEL_CHARS = 100
 STORE_PROBE_S = 1.0
 """Readiness answers within about this long, whatever the store does."""
 _JSON_HEADERS = {"cache-control": "no-store"}
@@ -101,11 +103,8 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
-@router.get("/v1/models")
-@router.get("/models", include_in_schema=False)
-async def list_models(request: Request) -> Response:
-    runtime = _services(request).holder.current
-    _authorize(request, runtime)
+def _models(runtime: Runtime) -> list[dict[str, Any]]:
+    """OpenAI's model objects: the auto variants, then the registry's enabled models."""
     created = int(runtime.loaded_at)
     data: list[dict[str, Any]] = [
         {"id": name, "object": "model", "created": created, "owned_by": "autoroute"}
@@ -122,7 +121,29 @@ async def list_models(request: Request) -> Response:
                     "available": model.name in runtime.available_names,
                 }
             )
-    return JSONResponse({"object": "list", "data": data}, headers=_JSON_HEADERS)
+    return data
+
+
+@router.get("/v1/models")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: Request) -> Response:
+    runtime = _services(request).holder.current
+    _authorize(request, runtime)
+    return JSONResponse({"object": "list", "data": _models(runtime)}, headers=_JSON_HEADERS)
+
+
+# `:path`: registry names may hold slashes (`openai/gpt-4o`), which clients send as they are or as %2F.
+@router.get("/v1/models/{model:path}")
+@router.get("/models/{model:path}", include_in_schema=False)
+async def retrieve_model(request: Request, model: str) -> Response:
+    if not model:  # `/v1/models/`: a path like any unknown one, not a model (nor a redirect to the list)
+        raise HTTPException(404)
+    runtime = _services(request).holder.current
+    _authorize(request, runtime)
+    found = next((entry for entry in _models(runtime) if entry["id"] == model), None)
+    if found is None:
+        raise model_not_found(model)
+    return JSONResponse(found, headers=_JSON_HEADERS)
 
 
 @router.post("/v1/feedback")
@@ -168,7 +189,7 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
     if not isinstance(request_id, str) or not request_id:
         raise bad_request("'request_id' is required: the x-autoroute-request-id of the call.", param="request_id")
     task = data.get("task")
-    if task is not None and task not in task_names:
+    if task is not None and (not isinstance(task, str) or task not in task_names):
         raise bad_request(
             f"'task' must be one of the registry's task types: {', '.join(sorted(task_names))}.", param="task",
             code="unknown_task",
@@ -180,6 +201,9 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
             param="score",
         )  # fmt: skip
     label = data.get("label")
+    # Checked before `thumbs` fills in a missing one: a falsy non-string (0, []) was silently replaced.
+    if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL_CHARS):
+        raise bad_request("'label' must be a short string.", param="label")
     if thumbs is not None:
         if thumbs not in ("up", "down"):
             raise bad_request("'thumbs' must be 'up' or 'down'.", param="thumbs")
@@ -189,8 +213,6 @@ def _parse_feedback(data: Any, task_names: set[str]) -> FeedbackRecord:
     comment = data.get("comment")
     if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS):
         raise bad_request(f"'comment' must be a string of at most {MAX_COMMENT_CHARS} characters.", param="comment")
-    if label is not None and (not isinstance(label, str) or len(label) > 100):
-        raise bad_request("'label' must be a short string.", param="label")
     extra = {"task": task} if task is not None else {}
     return FeedbackRecord(
         request_id, time.time(), None if score is None else float(score), label, comment, "api", extra

@@ -42,6 +42,27 @@ FORBIDDEN = frozenset(
 TOOL_TYPES = frozenset({"function", "custom"})
 OUR_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "autoroute"})
 MAX_JSON_DEPTH = 64
+MAX_CHOICES = 128
+"""OpenAI's limit on `n`: past it the backend would refuse the request, after routing, as a backend failure."""
+_PARAM_TYPES: dict[str, tuple[type, ...]] = {
+    "logprobs": (bool,), "parallel_tool_calls": (bool,), "store": (bool,), "user": (str,), "service_tier": (str,),
+    "reasoning_effort": (str,), "tool_choice": (str, dict), "function_call": (str, dict), "logit_bias": (dict,),
+    "audio": (dict,), "prediction": (dict,), "web_search_options": (dict,), "metadata": (dict,), "functions": (list,),
+    "modalities": (list,),
+}  # fmt: skip
+"""The JSON type of each parameter not checked further: a wrong one is the client's 400 here, not a backend failure
+(or a crash in LiteLLM) after routing."""
+_TYPE_NAMES = {bool: "a boolean", str: "a string", dict: "an object", list: "an array"}
+TEXT_PARTS = frozenset({"text"})
+PART_TYPES: dict[str, frozenset[str]] = {
+    "user": frozenset({"text", "image_url", "input_audio", "file"}),
+    "assistant": frozenset({"text", "refusal"}),
+}
+"""OpenAI's content parts by role (the other roles: text only). LiteLLM refuses other ones (or parts without their
+field) only after routing, as a backend failure: a 502 that counted against healthy backends' circuit breakers."""
+_PART_FIELDS: dict[str, type] = {"text": str, "refusal": str, "image_url": dict, "input_audio": dict, "file": dict}
+"""The field each part type carries (named as the type), and its JSON type."""
+TOOL_CHOICES = frozenset({"none", "auto", "required"})
 _DEPTH_SLICE = 1 << 20
 _NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),
@@ -111,7 +132,9 @@ def parse_chat_request(body: bytes, request_id: str, default_preference: Prefere
             raise bad_request("'stream_options' must be an object like {\"include_usage\": true}.", "stream_options")
         if not stream:
             raise bad_request("'stream_options' is only allowed when 'stream' is true.", "stream_options")
-    params = {k: v for k, v in data.items() if k in PASSTHROUGH}
+    # A null parameter means "the default", as at OpenAI; forwarded, some break LiteLLM (`web_search_options`).
+    params = {k: v for k, v in data.items() if k in PASSTHROUGH and v is not None}
+    _check_types(data)
     _check_params(params)
     if stream_options is not None:
         params["stream_options"] = stream_options
@@ -151,29 +174,60 @@ def _messages(raw: Any) -> tuple[Mapping[str, Any], ...]:
     if not isinstance(raw, list) or not raw:
         raise bad_request("'messages' must be a non-empty array.", param="messages")
     for i, message in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise bad_request(f"{where} must be an object.", param=where)
-        role = message.get("role")
-        if not isinstance(role, str) or role not in ROLES:
-            raise bad_request(
-                f"{where}.role must be one of {', '.join(sorted(ROLES))}; got {role!r}.", param=f"{where}.role"
-            )
-        content = message.get("content")
-        if content is None:
-            if role != "assistant" or not (message.get("tool_calls") or message.get("function_call")):
-                raise bad_request(f"{where}.content is required.", param=f"{where}.content")
-        elif isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise bad_request(
-                        f"{where}.content[{j}] must be an object with a 'type'.", param=f"{where}.content[{j}]"
-                    )
-        elif not isinstance(content, str):
-            raise bad_request(f"{where}.content must be a string or an array of parts.", param=f"{where}.content")
-        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-            raise bad_request(f"{where}.tool_call_id is required for tool messages.", param=f"{where}.tool_call_id")
+        _message(f"messages[{i}]", message)
     return tuple(raw)
+
+
+def _message(where: str, message: Any) -> None:
+    if not isinstance(message, dict):
+        raise bad_request(f"{where} must be an object.", param=where)
+    role = message.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        raise bad_request(
+            f"{where}.role must be one of {', '.join(sorted(ROLES))}; got {role!r}.", param=f"{where}.role"
+        )
+    content = message.get("content")
+    if content is None:
+        if role != "assistant" or not (message.get("tool_calls") or message.get("function_call")):
+            raise bad_request(f"{where}.content is required.", param=f"{where}.content")
+    elif isinstance(content, list):
+        _parts(f"{where}.content", role, content)
+    elif not isinstance(content, str):
+        raise bad_request(f"{where}.content must be a string or an array of parts.", param=f"{where}.content")
+    for key, types in (("name", (str,)), ("tool_calls", (list,)), ("function_call", (dict,))):
+        if message.get(key) is not None and not isinstance(message[key], types):
+            raise bad_request(f"{where}.{key} must be {_TYPE_NAMES[types[0]]}.", param=f"{where}.{key}")
+    if not all(isinstance(call, dict) for call in message.get("tool_calls") or ()):
+        raise bad_request(f"{where}.tool_calls must be an array of objects.", param=f"{where}.tool_calls")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise bad_request(f"{where}.tool_call_id is required for tool messages.", param=f"{where}.tool_call_id")
+
+
+def _parts(where: str, role: str, parts: list[Any]) -> None:
+    allowed = PART_TYPES.get(role, TEXT_PARTS)
+    for j, part in enumerate(parts):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str) or kind not in allowed:
+            raise bad_request(f"{at} must be an object whose 'type' is {' or '.join(sorted(allowed))}.", param=at)
+        value = part.get(kind)
+        if kind == "image_url":
+            valid = isinstance(value, dict) and isinstance(value.get("url"), str)
+        else:
+            valid = isinstance(value, _PART_FIELDS[kind])
+        if not valid:
+            shape = "an object with a 'url'" if kind == "image_url" else _TYPE_NAMES[_PART_FIELDS[kind]]
+            raise bad_request(f"{at}.{kind} must be {shape}.", param=f"{at}.{kind}")
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    for key, types in _PARAM_TYPES.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, types):
+            raise bad_request(f"'{key}' must be {' or '.join(_TYPE_NAMES[t] for t in types)}.", param=key)
+    for key, item_type in (("functions", dict), ("modalities", str)):
+        if not all(isinstance(item, item_type) for item in data.get(key) or ()):
+            raise bad_request(f"'{key}' must be an array of {_TYPE_NAMES[item_type].split()[1]}s.", param=key)
 
 
 def _check_params(params: dict[str, Any]) -> None:
@@ -185,12 +239,17 @@ def _check_params(params: dict[str, Any]) -> None:
     for key in ("max_tokens", "max_completion_tokens", "n", "seed", "top_logprobs"):
         if key in params and params[key] is not None:
             value = params[key]
+            # JSON has one number type: 2.0 is the integer 2 to JSON Schema (and to a JavaScript client).
+            if isinstance(value, float) and value.is_integer():
+                value = params[key] = int(value)
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int)
                 or (key != "seed" and value < (0 if key == "top_logprobs" else 1))
             ):
                 raise bad_request(f"'{key}' must be a positive integer.", param=key)
+    if isinstance(params.get("n"), int) and params["n"] > MAX_CHOICES:
+        raise bad_request(f"'n' must be at most {MAX_CHOICES}.", param="n")
     stop = params.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
@@ -201,13 +260,28 @@ def _check_params(params: dict[str, Any]) -> None:
         raise bad_request("'tools' must be an array of tool objects.", param="tools")
     for i, tool in enumerate(tools or ()):
         # Only tools the client runs itself: an MCP or hosted tool would make the gateway reach other servers.
-        if tool.get("type") not in TOOL_TYPES:
+        if not isinstance(tool.get("type"), str) or tool["type"] not in TOOL_TYPES:
             raise bad_request(
                 f"tools[{i}].type must be one of {', '.join(sorted(TOOL_TYPES))}.", param=f"tools[{i}].type"
             )
+    if not _is_tool_choice(params.get("tool_choice", "auto")):
+        raise bad_request(
+            '\'tool_choice\' must be none, auto, required or {"type": "function", "function": {"name": ...}}.',
+            param="tool_choice",
+        )
     response_format = params.get("response_format")
-    if response_format is not None and not (isinstance(response_format, dict) and "type" in response_format):
+    if response_format is not None and not (
+        isinstance(response_format, dict) and isinstance(response_format.get("type"), str)
+    ):
         raise bad_request("'response_format' must be an object with a 'type'.", param="response_format")
+
+
+def _is_tool_choice(choice: Any) -> bool:
+    # LiteLLM refuses any other object, but only after routing, and in its own words.
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        return choice.get("type") == "function" and isinstance(function, dict) and isinstance(function.get("name"), str)
+    return isinstance(choice, str) and choice in TOOL_CHOICES
 
 
 def _extension(raw: Any) -> dict[str, Any]:

@@ -322,3 +322,58 @@ def test_deep_nesting_is_a_400_naming_it(depth: int) -> None:
 def test_nesting_within_the_limit_is_parsed() -> None:
     depth = MAX_JSON_DEPTH - 5
     assert parse(chat(metadata={"x": json.loads("[" * depth + "]" * depth)})).request_id == "req-1"
+
+
+# -- found by the schemathesis run (tests/e2e/test_openapi_fuzz.py) ----------------------------------------------------
+
+
+def test_a_tool_type_that_is_not_a_string_is_a_400_not_a_500() -> None:
+    assert rejected(chat(tools=[{"type": {}}])).param == "tools[0].type"
+
+
+@pytest.mark.parametrize("text", [5, None, ["a"]])
+def test_a_text_part_without_string_text_is_a_400_not_a_500(text: Any) -> None:
+    body = chat(messages=[{"role": "user", "content": [{"type": "text", "text": text}]}])
+    assert rejected(body).param == "messages[0].content[0].text"
+
+
+@pytest.mark.parametrize(
+    ("part", "param"),
+    [
+        ({"type": "foo"}, "messages[0].content[0]"),
+        ({"type": "refusal", "refusal": "no"}, "messages[0].content[0]"),
+        ({"type": "image_url"}, "messages[0].content[0].image_url"),
+        ({"type": "image_url", "image_url": {}}, "messages[0].content[0].image_url"),
+        ({"type": "file", "file_id": "f"}, "messages[0].content[0].file"),
+    ],
+)
+def test_content_parts_are_openais_for_the_role(part: dict[str, Any], param: str) -> None:
+    """LiteLLM refused these only after routing, as a failure of every backend (a 502 counting against them)."""
+    assert rejected(chat(messages=[{"role": "user", "content": [part]}])).param == param
+    image = {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}}
+    assert parse(chat(messages=[{"role": "user", "content": [image]}])).messages[0]["content"] == [image]
+    assert parse(chat(messages=[USER, {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}]))
+
+
+@pytest.mark.parametrize("choice", ["sometimes", {}, {"type": "function"}, {"type": "function", "function": "f"}])
+def test_tool_choice_is_openais(choice: Any) -> None:
+    """LiteLLM refused `{}` only after routing, in its own words."""
+    assert rejected(chat(tool_choice=choice)).param == "tool_choice"
+
+
+def test_null_parameters_are_not_forwarded() -> None:
+    """A null `web_search_options` broke LiteLLM for every backend (a 502); null means the default, as at OpenAI."""
+    request = parse(chat(web_search_options=None, temperature=None, tools=None, stop="x"))
+    assert dict(request.params) == {"stop": "x"}
+
+
+def test_an_integral_float_count_is_an_integer() -> None:
+    """2.0 is the integer 2 to JSON Schema and to JavaScript clients."""
+    request = parse(chat(max_tokens=2.0, n=3.0))
+    assert request.params["max_tokens"] == 2 and isinstance(request.params["max_tokens"], int)
+    assert rejected(chat(max_tokens=2.5)).param == "max_tokens"
+
+
+def test_n_is_at_most_openais_limit() -> None:
+    assert rejected(chat(n=129)).param == "n"
+    assert parse(chat(n=128)).params["n"] == 128
