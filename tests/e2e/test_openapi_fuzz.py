@@ -39,6 +39,7 @@ models:
     input_cost_per_mtok: 0
     output_cost_per_mtok: 0
     context_window: 1000000000000000000000000000000000000000000000
+    supports_vision: true  # every capability: a request is refused only for what the document says
     quality: {default: 1.0}
   - name: mini
     litellm_params: {model: openai/mini, api_base: "{UPSTREAM}", timeout_s: 10}
