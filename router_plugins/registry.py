@@ -17,7 +17,7 @@ from typing import Literal
 from .classifier_settings import ClassifierSettings as ClassifierSettings
 from .classifier_settings import LayerSettings as LayerSettings
 from .health import CircuitBreakerSettings as CircuitBreakerSettings
-from .schema import ConfigError, load_yaml
+from .schema import ConfigError, InvalidAt, load_yaml
 from .types import PREFERENCES, Preference
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -319,8 +319,8 @@ class Registry:
     learning: LearningSettings = LearningSettings()
 
     def __post_init__(self) -> None:
-        _unique("model", [m.name for m in self.models])
-        _unique("task", [t.name for t in self.tasks])
+        _unique("model", [m.name for m in self.models], "models", "name")
+        _unique("task", [t.name for t in self.tasks], "tasks", "name")
         model_names = {m.name for m in self.models}
         task_names = {t.name for t in self.tasks}
         if not self.models:
@@ -331,13 +331,16 @@ class Registry:
             for task in [*model.specialized_for, *(k for k in model.quality if k != "default")]:
                 if task not in task_names:
                     raise ValueError(f"model {model.name!r} names unknown task {task!r}")
-        _unique("routing rule task", [r.task for r in self.routing_rules])
-        for rule in self.routing_rules:
+        _unique("routing rule task", [r.task for r in self.routing_rules], "routing_rules", "task")
+        for i, rule in enumerate(self.routing_rules):
             if rule.task not in task_names:
-                raise ValueError(f"routing rule for unknown task {rule.task!r}")
-            for c in rule.candidates:
+                raise InvalidAt(f"routing rule for unknown task {rule.task!r}", "routing_rules", i, "task")
+            for j, c in enumerate(rule.candidates):
                 if c.model not in model_names:
-                    raise ValueError(f"routing rule for {rule.task!r} names unknown model {c.model!r}")
+                    raise InvalidAt(
+                        f"routing rule for {rule.task!r} names unknown model {c.model!r}",
+                        "routing_rules", i, "candidates", j, "model",
+                    )  # fmt: skip
         missing = set(PREFERENCES) - set(self.preferences)
         if missing:
             raise ValueError(f"preferences must define {', '.join(sorted(missing))}")
@@ -375,11 +378,11 @@ class Registry:
         return cached
 
 
-def _unique(kind: str, names: list[str]) -> None:
+def _unique(kind: str, names: list[str], field_name: str, key: str) -> None:
     seen: set[str] = set()
-    for name in names:
+    for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"duplicate {kind} {name!r}")
+            raise InvalidAt(f"duplicate {kind} {name!r}", field_name, i, key)
         seen.add(name)
 
 
