@@ -109,7 +109,7 @@ def test_store_locked_database(faults_gateway: Gateway, figures: Figures) -> Non
         started = time.perf_counter()
         raw = client(faults_gateway).chat.completions.with_raw_response.create(**chat_body("hello!"))
         chat_s = time.perf_counter() - started
-        assert raw.http_response.status_code == 200 and chat_s < 1, chat_s
+        assert raw.http_response.status_code == 200 and chat_s < 2.5, f"{chat_s:.2f} s: held by the lock (5 s)?"
     finally:
         lock.execute("ROLLBACK")
         lock.close()

@@ -88,7 +88,7 @@ def test_streaming_slow_first_chunk(faults_gateway: Gateway, upstream: Upstream,
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     elapsed = time.monotonic() - started
     assert stream.response.headers["x-autoroute-model"] == "steady" and text.startswith("[steady]")
-    assert 1 <= elapsed < 2.5, f"waited {elapsed:.2f} s"
+    assert 1 <= elapsed < 3, f"waited {elapsed:.2f} s: the slow backend's first chunk came at 3 s"
     request_id = stream.response.headers["x-autoroute-request-id"]
     first, _ = faults_gateway.wait_rows("SELECT * FROM model_performance WHERE request_id = ? ORDER BY attempt",
                                         (request_id,), count=2)  # fmt: skip
