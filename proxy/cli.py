@@ -10,10 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import analytics_commands, router_commands
 from .evaluation import commands as evaluation_commands
 from .replay import commands as replay_commands
+
+if TYPE_CHECKING:
+    from router_plugins.registry import Registry
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
@@ -31,18 +35,24 @@ def _offline_defaults() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _load_config(path: str | Path) -> Registry:
+    """The one validation `serve` and `check-config` both run: the schema, then what only the environment can say
+    (an auth key variable that is not set). Raises ConfigError."""
     from router_plugins.registry import load_registry
-    from router_plugins.schema import ConfigError
 
-    from .app import AppSettings, create_app
     from .runtime import client_keys
-    from .server import serve
+
+    registry = load_registry(path)
+    client_keys(registry)
+    return registry
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from router_plugins.schema import ConfigError
 
     config = Path(args.config)
     try:
-        registry = load_registry(config)
-        client_keys(registry)  # an unset key variable: refused here, before listening
+        registry = _load_config(config)
     except ConfigError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
@@ -51,6 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
               "the backends' credits. Set auth.api_key_envs in the config, bind 127.0.0.1, or pass --insecure.",
               file=sys.stderr)  # fmt: skip
         return 2
+    from .app import AppSettings, create_app  # after the config is known good: a refusal needs neither
+    from .server import serve
+
     settings = AppSettings(config, Path(args.data_dir) if args.data_dir else None, watch_config=not args.no_reload,
                            shutdown_grace_s=args.graceful_timeout, answer_while_starting=True)  # fmt: skip
     return serve(  # on SIGTERM: drain (readiness 503, new chats refused, streams get the grace), flush, exit 0
@@ -74,14 +87,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from router_plugins.registry import load_registry
     from router_plugins.schema import ConfigError
 
-    from .runtime import client_keys
-
     try:
-        registry = load_registry(args.file)
-        client_keys(registry)  # what `serve` refuses beyond the schema: an auth key variable that is not set
+        registry = _load_config(args.file)
     except ConfigError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2

@@ -7,15 +7,24 @@ prefix (`openai/coder-slow-300`) or a descriptive name still triggers it
 - ``require-key``: 401 unless ``Authorization: Bearer fake-secret``
 - ``echo-auth``: 400 whose message quotes the ``Authorization`` header and the key it carried (a careless provider)
 - ``timeout``: waits 300 s first (cancellable; ends early if the client leaves)
-- ``error-500`` / ``error-429`` (``retry-after: 1``) / ``error-400`` / ``error-401``: OpenAI error body
+- ``error-500`` / ``error-429`` / ``error-400`` / ``error-401``: OpenAI error body; a 429 says ``retry-after: 1``,
+  or ``retry-after: <s>`` with ``retry-after-<s>``, or carries no retry hint at all with ``no-retry-after``
+- ``garbage``: 200 whose body is an HTML page, not JSON (streaming too)
+- ``not-a-completion``: 200 JSON that is no chat completion (``{"status": "ok"}``; streaming: one such SSE frame)
 - ``flaky``: 500 on the 1st, 3rd, ... call for that exact model name, 200 otherwise
 - ``err-in-stream``: streaming sends 2 content chunks then the body raises; non-streaming 500
 - ``slow`` / ``slow-<ms>``: delays the answer, errors included (default 1000 ms); a successful
   stream waits that long before its first chunk, then spreads ~10 chunks over as long again
 - ``stream-<ms>``: a stream sends its first chunk at once, then spreads ~20 content chunks over ``<ms>``
   (a long generation with a fast first token; non-streaming calls answer at once)
+- ``stall``: a stream sends its first chunk, then waits 300 s (cancellable) before the rest
+- ``no-done``: a stream ends without ``data: [DONE]`` (its content, finish and usage sent; some providers do this)
 - ``reports-cost``: usage also carries ``cost = total_tokens * 1e-6``
 - anything else: 200 with content ``"[<model>] " + <last user text[:200]>``
+
+A streamed request's log entry carries ``stream_end``: ``open`` while it runs, then ``complete``, ``broken``
+(``err-in-stream``) or ``cancelled`` (the client hung up first), so a test sees whether, and when, the gateway
+closed its upstream stream.
 
 Request parameters honoured: ``n``, ``max_tokens`` / ``max_completion_tokens``
 (4 chars per token), ``stop``, ``response_format`` (json_object/json_schema),
@@ -26,11 +35,12 @@ Run standalone with ``python -m proxy.fake_upstream --port 4010``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import re
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +76,9 @@ _INJECTED_ERRORS = {
     401: "authentication_error",
 }
 _SLOW_RE = re.compile(r"slow-(\d+)")
+_RETRY_AFTER_RE = re.compile(r"retry-after-(\d+)")
+GARBAGE_BODY = "<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"
+NOT_A_COMPLETION = {"status": "ok"}
 _STREAM_RE = re.compile(r"stream-(\d+)")
 STREAM_PIECES = 20
 _FINGERPRINT = "fake"
@@ -97,8 +110,21 @@ def _stream_ms(model: str) -> int:
 def _injected_failure(state: _State, model: str, stream: bool) -> Response | None:
     for status, type_ in _INJECTED_ERRORS.items():
         if f"error-{status}" in model:
-            headers = {"retry-after": "1"} if status == 429 else None
-            return wire.error_response(status, f"Injected error-{status} for model {model!r}.", type_, headers=headers)
+            message = f"Injected error-{status} for model {model!r}."
+            if status == 429 and "no-retry-after" in model:
+                # No retry hint at all (error_response would add the gateway's own defaults).
+                body = {"error": {"message": message, "type": type_, "param": None, "code": None}}
+                return JSONResponse(body, status_code=429)
+            match = _RETRY_AFTER_RE.search(model)
+            headers = {"retry-after": match.group(1) if match else "1"} if status == 429 else None
+            return wire.error_response(status, message, type_, headers=headers)
+    if "garbage" in model:
+        return Response(GARBAGE_BODY, status_code=200, media_type="text/html")
+    if "not-a-completion" in model:
+        if stream:
+            frame = b"data: " + json.dumps(NOT_A_COMPLETION).encode() + b"\n\n"
+            return Response(frame + wire.SSE_DONE, media_type="text/event-stream")
+        return JSONResponse(NOT_A_COMPLETION)
     if "flaky" in model:
         state.calls[model] += 1
         if state.calls[model] % 2 == 1:
@@ -190,12 +216,30 @@ def _usage(body: dict[str, Any], choices: list[Choice]) -> dict[str, Any]:
 
 
 async def _stream(
-    cid: str, body: dict[str, Any], choices: list[Choice], usage: dict[str, Any], slow_ms: int
+    cid: str, body: dict[str, Any], choices: list[Choice], usage: dict[str, Any], slow_ms: int, entry: dict[str, Any]
 ) -> AsyncIterator[bytes]:
+    entry["stream_end"] = "open"
+    try:
+        async with contextlib.aclosing(_frames(cid, body, choices, usage, slow_ms)) as frames:
+            async for frame in frames:
+                yield frame
+    except InjectedStreamError:
+        entry["stream_end"] = "broken"
+        raise
+    except BaseException:  # cancelled, or closed by the server: the client hung up first
+        entry["stream_end"] = "cancelled"
+        raise
+    entry["stream_end"] = "complete"
+
+
+async def _frames(
+    cid: str, body: dict[str, Any], choices: list[Choice], usage: dict[str, Any], slow_ms: int
+) -> AsyncGenerator[bytes]:
     model: str = body["model"]
     include_usage = wire.wants_usage(body)
     frames = wire.ChunkWriter(cid, model, include_usage, _FINGERPRINT)
     break_stream = "err-in-stream" in model
+    stall = "stall" in model
 
     stream_ms = _stream_ms(model)
     spread_ms = stream_ms or slow_ms
@@ -214,6 +258,8 @@ async def _stream(
             for piece in pieces:
                 if gap:
                     await anyio.sleep(gap)
+                elif stall:
+                    await anyio.sleep(TIMEOUT_SECONDS)  # cancelled when the client hangs up
                 yield frames.content(index, piece)
         if break_stream:
             # Raising (rather than returning) makes the server drop the connection
@@ -222,7 +268,8 @@ async def _stream(
         yield frames.finish(index, choice.finish_reason)
     if include_usage:
         yield frames.usage(usage)
-    yield wire.SSE_DONE
+    if "no-done" not in model:
+        yield wire.SSE_DONE
 
 
 async def _chat_completions(request: Request) -> Response:
@@ -231,7 +278,8 @@ async def _chat_completions(request: Request) -> Response:
     if isinstance(body, Response):
         return body
     has_auth = "authorization" in request.headers
-    state.log.append({"model": body.get("model"), "body": body, "headers": {"authorization": has_auth}})
+    entry = {"model": body.get("model"), "body": body, "headers": {"authorization": has_auth}}
+    state.log.append(entry)
     invalid = wire.validate_chat(body)
     if invalid is not None:
         return invalid
@@ -261,7 +309,7 @@ async def _chat_completions(request: Request) -> Response:
     usage = _usage(body, choices)
     if stream:
         return StreamingResponse(
-            _stream(cid, body, choices, usage, slow_ms),
+            _stream(cid, body, choices, usage, slow_ms, entry),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache"},
         )

@@ -217,14 +217,25 @@ class Forwarder:
         try:
             response = await self._litellm.acompletion(**self._kwargs(model, request, stream=True))
             iterator = response.__aiter__()
-            first = await asyncio.wait_for(iterator.__anext__(), timeout=model.litellm_params.timeout_s)
+            first = await asyncio.wait_for(_first_answer_chunk(iterator), timeout=model.litellm_params.timeout_s)
         except StopAsyncIteration as exc:
-            raise UpstreamError(502, "EmptyStream", "the backend closed the stream without a chunk", True) from exc
+            raise UpstreamError(502, "EmptyStream", "the backend's stream ended without an answer", True) from exc
         except TimeoutError as exc:
             raise UpstreamError(504, "Timeout", "the backend sent no first chunk in time", True) from exc
         except Exception as exc:  # noqa: BLE001
             raise classify_error(exc, self._secrets) from exc
-        return StreamHandle(first.model_dump(), iterator, model.name, secrets=self._secrets)
+        return StreamHandle(first, iterator, model.name, secrets=self._secrets)
+
+
+async def _first_answer_chunk(iterator: AsyncIterator[Any]) -> dict[str, Any]:
+    """The stream's first chunk with a delta in it. What comes before carries nothing for the client (keep-alives, a
+    provider's filter results) or is LiteLLM's stand-in finish for a body that was no stream at all (an HTML page
+    answered 200): when the stream ends without one (StopAsyncIteration), the backend gave no answer, and another
+    backend may, since nothing has reached the client yet."""
+    while True:
+        chunk: dict[str, Any] = (await iterator.__anext__()).model_dump()
+        if any(_clean_message(choice.get("delta") or {}) for choice in chunk.get("choices") or []):
+            return chunk
 
 
 def classify_error(exc: BaseException, secrets: frozenset[str] = frozenset()) -> UpstreamError:
@@ -232,16 +243,20 @@ def classify_error(exc: BaseException, secrets: frozenset[str] = frozenset()) ->
     words are redacted (`secrets` and anything key-shaped) here, so no consumer of the error sees a key."""
     if isinstance(exc, UpstreamError):
         return exc
+    # LiteLLM wraps a stream's failure after its first chunk (a read timeout, a dropped connection) for its router.
+    original = getattr(exc, "original_exception", None)
+    if type(exc).__name__ == "MidStreamFallbackError" and isinstance(original, BaseException):
+        exc = original
     if isinstance(exc, MissingCredentials):
         return UpstreamError(503, "MissingCredentials", str(exc), True, transient=False)
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         status = 502
-    if name in ("Timeout", "APITimeoutError") or isinstance(exc, asyncio.TimeoutError):
+    if name in ("Timeout", "APITimeoutError") or isinstance(exc, asyncio.TimeoutError) or _timed_out(exc):
         return UpstreamError(504, "Timeout", "the backend timed out", True)
     if name == "APIConnectionError" or "Connection error" in str(exc):
-        return UpstreamError(502, "APIConnectionError", "could not connect to the backend", True)
+        return UpstreamError(502, "APIConnectionError", "the connection to the backend failed", True)
     if name == "ContextWindowExceededError":
         return UpstreamError(400, name, "the prompt is longer than the backend's context window", True)
     if status == 429:
@@ -257,6 +272,18 @@ def classify_error(exc: BaseException, secrets: frozenset[str] = frozenset()) ->
         return UpstreamError(502, name, "the backend does not know the configured model", True, transient=False)
     # Anything else in 4xx is about the request itself: another backend would refuse it too.
     return UpstreamError(status, name, _upstream_message(exc, secrets), False)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a read timeout is behind `exc` (LiteLLM reports one mid-stream as a connection error)."""
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(5):
+        if cause is None:
+            return False
+        if "Timeout" in type(cause).__name__:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _retry_after(exc: BaseException) -> float | None:

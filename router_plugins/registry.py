@@ -17,7 +17,7 @@ from typing import Literal
 from .classifier_settings import ClassifierSettings as ClassifierSettings
 from .classifier_settings import LayerSettings as LayerSettings
 from .health import CircuitBreakerSettings as CircuitBreakerSettings
-from .schema import ConfigError, InvalidValue, load_yaml
+from .schema import ConfigError, InvalidAt, load_yaml
 from .types import PREFERENCES, Preference
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -338,20 +338,20 @@ class Registry:
         if not self.models:
             raise ValueError("the registry needs at least one model")
         if self.router.fallback_task not in task_names:
-            raise InvalidValue(
+            raise InvalidAt(
                 f"router.fallback_task {self.router.fallback_task!r} is not a task type", "router", "fallback_task"
             )
         for i, model in enumerate(self.models):
             for task in [*model.specialized_for, *(k for k in model.quality if k != "default")]:
                 if task not in task_names:
-                    raise InvalidValue(f"model {model.name!r} names unknown task {task!r}", "models", i)
+                    raise InvalidAt(f"model {model.name!r} names unknown task {task!r}", "models", i)
         _unique("routing rule task", [r.task for r in self.routing_rules], "routing_rules", "task")
         for i, rule in enumerate(self.routing_rules):
             if rule.task not in task_names:
-                raise InvalidValue(f"routing rule for unknown task {rule.task!r}", "routing_rules", i, "task")
+                raise InvalidAt(f"routing rule for unknown task {rule.task!r}", "routing_rules", i, "task")
             for j, c in enumerate(rule.candidates):
                 if c.model not in model_names:
-                    raise InvalidValue(
+                    raise InvalidAt(
                         f"routing rule for {rule.task!r} names unknown model {c.model!r}",
                         "routing_rules", i, "candidates", j, "model",
                     )  # fmt: skip
@@ -396,7 +396,7 @@ def _unique(kind: str, names: list[str], where: str, key: str = "name") -> None:
     seen: set[str] = set()
     for i, name in enumerate(names):
         if name in seen:
-            raise InvalidValue(f"duplicate {kind} {name!r}", where, i, key)
+            raise InvalidAt(f"duplicate {kind} {name!r}", where, i, key)
         seen.add(name)
 
 

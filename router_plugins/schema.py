@@ -22,13 +22,29 @@ class ConfigError(ValueError):
     """A configuration that does not fit the schema; the message names the key, the file and the line."""
 
 
-class InvalidValue(ValueError):
-    """Raised by a dataclass's checks to name the value at fault by its path below the dataclass (keys and list
-    indexes), so the error points at that value's line rather than at the mapping's first line."""
+class InvalidAt(ValueError):
+    """A dataclass's own check that can say which value is wrong: `at` is that value's path below the mapping being
+    decoded (keys and list indexes), so the ConfigError names its line rather than the mapping's."""
 
-    def __init__(self, message: str, *path: str | int) -> None:
+    def __init__(self, message: str, *at: str | int) -> None:
         super().__init__(message)
-        self.path = path
+        self.at = at
+
+
+def _node_at(node: yaml.Node, at: tuple[str | int, ...]) -> tuple[yaml.Node, str]:
+    """The node at `at` below `node` (as far as the file spells it out) and its path, like `models[2].name`."""
+    label = ""
+    for step in at:
+        child = None
+        if isinstance(step, int) and isinstance(node, yaml.SequenceNode) and step < len(node.value):
+            child, name = node.value[step], f"{label}[{step}]"
+        elif isinstance(step, str) and isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == step), None)
+            name = f"{label}.{step}" if label else step
+        if child is None:
+            break
+        node, label = child, name
+    return node, label
 
 
 def _where(node: yaml.Node, source: str) -> str:
@@ -69,6 +85,11 @@ def decode(node: yaml.Node | None, cls: Any, source: str, path: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: no allowed type fits ({'; '.join(errors)})")
     if node is None:
         raise ConfigError(f"{path}: a value is required ({source})")
+    if not isinstance(node, yaml.ScalarNode) and node.tag not in yaml.SafeLoader.yaml_constructors:
+        # A list or mapping under a tag the safe loader refuses (`!!python/object/apply:...`) is refused as a scalar
+        # under one is (`_safe_value`), never decoded as if the tag were not there.
+        raise ConfigError(f"unsupported YAML value {node.tag!r} at line {node.start_mark.line + 1}: a tag the safe "
+                          "loader refuses")  # fmt: skip
     if dataclasses.is_dataclass(cls):
         return _decode_dataclass(node, cast(type, cls), source, path)
     if origin in (list, tuple) or cls in (list, tuple):
@@ -138,23 +159,9 @@ def _decode_dataclass(node: yaml.Node, cls: type[T], source: str, path: str) -> 
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
-        at = _descend(node, exc.path) if isinstance(exc, InvalidValue) else node
-        raise ConfigError(f"{path or 'the top level'} at {_where(at, source)}: {exc}") from exc
-
-
-def _descend(node: yaml.Node, path: tuple[str | int, ...]) -> yaml.Node:
-    """The node at `path` below `node`, or the deepest one of it that exists."""
-    for step in path:
-        if isinstance(node, yaml.MappingNode) and isinstance(step, str):
-            child = next((v for k, v in node.value if _scalar(k) == step), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
-            child = node.value[step]
-        else:
-            child = None
-        if child is None:
-            break
-        node = child
-    return node
+        target, below = _node_at(node, exc.at if isinstance(exc, InvalidAt) else ())
+        where = ".".join(p for p in (path, below) if p) or "the top level"
+        raise ConfigError(f"{where} at {_where(target, source)}: {exc}") from exc
 
 
 def load_yaml(text: str, cls: type[T], source: str = "<config>") -> T:

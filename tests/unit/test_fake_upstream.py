@@ -546,6 +546,67 @@ def test_err_in_stream_non_streaming_is_500() -> None:
     assert response.json()["error"]["type"] == "server_error"
 
 
+# --- misbehaviours for the fault suite (tests/faults) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "retry_after"),
+    [("m-error-429", "1"), ("m-error-429-retry-after-120", "120"), ("m-error-429-no-retry-after", None)],
+)
+def test_rate_limit_retry_hints(model: str, retry_after: str | None) -> None:
+    response = post(model)
+    assert response.status_code == 429 and response.json()["error"]["type"] == "rate_limit_error"
+    assert response.headers.get("retry-after") == retry_after
+    if retry_after is None:
+        assert "x-should-retry" not in response.headers, "no retry hint of any kind"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_garbage_is_a_200_html_page(stream: bool) -> None:
+    response = post("m-garbage", stream=stream)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.text == fake_upstream.GARBAGE_BODY
+    with pytest.raises(ValueError):
+        response.json()
+
+
+def test_not_a_completion_is_json_of_another_shape() -> None:
+    assert post("m-not-a-completion").json() == {"status": "ok"}
+    streamed = post("m-not-a-completion", stream=True)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert stream_chunks(streamed.text) == ([{"status": "ok"}], True)
+
+
+def test_no_done_stream_is_whole_but_for_done() -> None:
+    response = post("m-no-done", LONG_TEXT, stream=True, stream_options={"include_usage": True})
+    chunks, done = stream_chunks(response.text)
+    assert not done
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["usage"]["completion_tokens"] > 0
+    assert content_of(chunks) == f"[m-no-done] {LONG_TEXT}"
+
+
+def test_stall_sends_the_first_chunk_then_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fake_upstream, "TIMEOUT_SECONDS", 0.05)
+    started = time.perf_counter()
+    chunks, done = stream_chunks(post("m-stall", LONG_TEXT, stream=True).text)
+    assert time.perf_counter() - started >= 0.05
+    assert done and chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert content_of(chunks) == f"[m-stall] {LONG_TEXT}"
+    assert post("m-stall").status_code == 200, "a non-streamed call answers at once"
+
+
+def test_the_log_says_how_each_stream_ended() -> None:
+    async def scenario(client: httpx.AsyncClient) -> list[Any]:
+        await chat(client, "m", stream=True)
+        await chat(client, "m")
+        await chat(client, "m-err-in-stream", LONG_TEXT, stream=True)
+        log: list[Any] = (await client.get("/_fake/requests")).json()
+        return log
+
+    log = run(scenario, raise_app_exceptions=False)
+    assert [entry.get("stream_end") for entry in log] == ["complete", None, "broken"]
+
+
 # --- delays --------------------------------------------------------------------------------------
 
 
