@@ -1,15 +1,28 @@
 """Auth: every API path refuses a missing or wrong key with OpenAI's 401, and no key, the client's or a backend's,
 reaches a backend it does not belong to, the store or the log.
-
-(The third auth case, enabling auth by a hot reload whose key variable is unset, is added with issue 13 item 7.)"""
+And a hot reload never lowers auth."""
 
 from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
 
 import httpx
 import openai
 import pytest
 
-from .conftest import CARELESS_KEY, CLIENT_KEY, SECOND_CLIENT_KEY, Figures, Gateway, Upstream, chat_body, client
+from .conftest import (
+    CARELESS_KEY,
+    CLIENT_KEY,
+    SECOND_CLIENT_KEY,
+    Figures,
+    Gateway,
+    Upstream,
+    chat_body,
+    client,
+    registry_text,
+)  # fmt: skip
 
 API_PATHS = [("POST", "/v1/chat/completions"), ("POST", "/chat/completions"), ("GET", "/v1/models"),
              ("GET", "/models"), ("POST", "/v1/feedback")]  # fmt: skip
@@ -70,3 +83,59 @@ def test_auth_keys_stay_secret(faults_gateway: Gateway, upstream: Upstream, figu
         assert secret.encode() not in stored and secret.encode() not in logged, secret
     figures["stored_kb"], figures["logged_bytes"] = len(stored) // 1024, len(logged)
     figures.summary = "client key not forwarded; 0 of 3 keys in {stored_kb} KB of store and {logged_bytes} bytes of log"
+
+
+RELOAD_WAIT_S = 15.0
+
+
+def _edit(gateway: Gateway, text: str) -> None:
+    before = gateway.config.stat().st_mtime_ns
+    gateway.config.write_text(text)
+    later = before + 1_000_000_000  # seen even within one clock tick
+    os.utime(gateway.config, ns=(later, later))
+
+
+def _wait_for_readiness(gateway: Gateway, status: int) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    while True:
+        response = httpx.get(f"{gateway.url}/health/readiness", timeout=5)
+        waited = time.monotonic() - started
+        if response.status_code == status or waited > RELOAD_WAIT_S:
+            return response, waited
+        time.sleep(0.1)
+
+
+def test_auth_hot_reload(
+    start_gateway: Callable[..., Gateway], upstream: Upstream, figures: Figures
+) -> None:  # fmt: skip
+    """An edit enabling auth whose key variable is unset closes the API (503 `auth_misconfigured`, no retry hint, on
+    chat and models) and readiness says why, instead of serving without auth; reverting the edit reopens it."""
+    gateway = start_gateway(registry_text(upstream), env={"E2E_UPSTREAM_KEY": "fake-secret"})
+    good = gateway.config.read_text()
+    open_client = openai.OpenAI(base_url=gateway.base_url, api_key="anything", max_retries=0)
+    hello = [{"role": "user", "content": "hi"}]
+    assert open_client.chat.completions.create(model="auto", messages=hello).choices  # type: ignore[arg-type]
+
+    _edit(gateway, good.replace("storage:", "auth: {api_key_envs: [E2E_NEVER_SET_CLIENT_KEY]}\nstorage:", 1))
+    readiness, closed_after = _wait_for_readiness(gateway, 503)
+
+    assert readiness.status_code == 503, readiness.text
+    assert "E2E_NEVER_SET_CLIENT_KEY" in readiness.json()["checks"]["config"]
+    with pytest.raises(openai.APIStatusError) as refused:
+        open_client.chat.completions.create(model="auto", messages=hello)  # type: ignore[arg-type]
+    assert refused.value.status_code == 503
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    error = refused.value.response.json()["error"]
+    assert error["code"] == "auth_misconfigured" and "E2E_NEVER_SET_CLIENT_KEY" in error["message"]
+    assert httpx.get(f"{gateway.base_url}/models").status_code == 503
+
+    _edit(gateway, good)  # reverted: serving again
+    reopened, reopened_after = _wait_for_readiness(gateway, 200)
+
+    assert reopened.status_code == 200
+    assert open_client.chat.completions.create(model="auto", messages=hello).choices  # type: ignore[arg-type]
+    figures["closed_s"], figures["reopened_s"] = round(closed_after, 1), round(reopened_after, 1)
+    figures.summary = (
+        "closed (503 on chat and models, readiness 503) {closed_s} s after the edit; open again "
+        "{reopened_s} s after reverting it"
+    )

@@ -1,8 +1,8 @@
 """Store: several gateway processes on one database, a database locked by someone else, a data directory deleted
 under a running gateway. Chats never wait for the store; readiness tells the truth within about a second.
+Every request that passes auth leaves a decision row, refused ones included.
 
-(Acknowledged feedback surviving kill -9 is tests/e2e/test_feedback_durability.py; a request rejected at routing
-leaving its decision row is added with issue 13 item 8.)"""
+(Acknowledged feedback surviving kill -9 is tests/e2e/test_feedback_durability.py.)"""
 
 from __future__ import annotations
 
@@ -11,11 +11,15 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import openai
+import pytest
 
 from tests.e2e.conftest import REPO, _env
+from tests.e2e.conftest import registry_text as e2e_registry
 from tests.e2e.launcher import Launcher
 
 from .conftest import (
@@ -140,3 +144,56 @@ def test_store_data_dir_deleted(faults_gateway: Gateway, figures: Figures) -> No
     assert wait_until(lambda: readiness(faults_gateway).status_code == 200, timeout=10)
     figures["readiness_s"] = answered_in
     figures.summary = "readiness 503 in {readiness_s:.2f} s; chats still served; 200 again once it is back"
+
+
+def _decision_row(gateway: Gateway, request_id: str) -> dict:
+    rows = gateway.wait_rows("SELECT * FROM routing_decisions WHERE request_id = ?", (request_id,))
+    assert len(rows) == 1, f"no decision row for {request_id}"
+    return dict(rows[0])
+
+
+def test_store_rejected_requests_recorded(start_gateway: Callable[..., Gateway], upstream: Upstream,
+                                          figures: Figures) -> None:  # fmt: skip
+    """Requests refused before any backend (a body that is not JSON, an unknown model, constraints no model meets)
+    each leave a decision row with status `rejected`, the error code the client got and its message, and their
+    receipt says so; a request refused by auth leaves none (a stranger cannot fill the store)."""
+    text = e2e_registry(upstream).replace("storage:", "auth: {api_key_envs: [E2E_CLIENT_KEY]}\nstorage:", 1)
+    gateway = start_gateway(text, env={"E2E_UPSTREAM_KEY": "fake-secret", "E2E_CLIENT_KEY": "right-key"})
+    right = openai.OpenAI(base_url=gateway.base_url, api_key="right-key", max_retries=0)
+    messages = [{"role": "user", "content": "Write a haiku about rivers."}]
+    headers = {"authorization": "Bearer right-key", "content-type": "application/json"}
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=gateway.base_url, api_key="wrong", max_retries=0).chat.completions.create(
+            model="auto",
+            messages=messages,  # type: ignore[arg-type]
+        )
+    with pytest.raises(openai.NotFoundError) as missing:
+        right.chat.completions.create(model="no-such-model", messages=messages)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError) as unmet:
+        right.chat.completions.create(model="auto", messages=messages,  # type: ignore[arg-type]
+                                      extra_body={"autoroute": {"max_cost_per_1k": 0.0000001}})  # fmt: skip
+    bad_json = httpx.post(f"{gateway.base_url}/chat/completions", content=b'{"model": "auto", "messages": [',
+                          headers=headers)  # fmt: skip
+    served = right.chat.completions.with_raw_response.create(model="auto", messages=messages)  # type: ignore[arg-type]
+
+    row = _decision_row(gateway, missing.value.response.headers["x-autoroute-request-id"])
+    assert (row["status"], row["error_code"], row["requested_model"]) == ("rejected", "model_not_found",
+                                                                          "no-such-model")  # fmt: skip
+    assert row["selected_model"] is None and row["attempts"] == 0
+    row = _decision_row(gateway, unmet.value.response.headers["x-autoroute-request-id"])
+    assert (row["status"], row["error_code"]) == ("rejected", "no_model_satisfies_constraints")
+    assert row["task"] and row["classification_layer"], "how it was classified is kept"
+    receipt = httpx.get(f"{gateway.base_url}/decisions/{row['request_id']}", headers=headers).json()
+    assert (receipt["status"], receipt["error"]["code"]) == ("rejected", "no_model_satisfies_constraints")
+    assert bad_json.status_code == 400
+    row = _decision_row(gateway, bad_json.headers["x-autoroute-request-id"])
+    assert (row["status"], row["error_code"], row["task"]) == ("rejected", bad_json.json()["error"]["code"], None)
+    _decision_row(gateway, served.headers["x-autoroute-request-id"])
+    statuses = Counter(r["status"] for r in gateway.rows("SELECT status FROM routing_decisions"))
+    assert statuses == {"rejected": 3, "success": 1}, "the request refused by auth left no row"
+    figures["sent"], figures["rows"] = 5, sum(statuses.values())
+    figures.summary = (
+        "{sent} requests (1 wrong key, 3 refused, 1 served): {rows} decision rows, the 3 refusals "
+        "with status rejected and their error code"
+    )
