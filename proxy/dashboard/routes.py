@@ -1,6 +1,6 @@
 """The dashboard's HTTP endpoints: the page, its two static files and its data.
 
-- `GET /dashboard`, `GET /dashboard/dashboard.js`, `GET /dashboard/dashboard.css`: static files shipped in the package
+- `GET /dashboard` and `GET /dashboard/{file}` (its CSS and JavaScript modules): static files shipped in the package
   (`proxy/dashboard/static/`), the same for everyone, holding no data; nothing is loaded from another origin (the
   content security policy forbids it).
 - `GET /v1/dashboard/data?window=1h`: every analysis of the window as JSON (`proxy.dashboard.feed`). Auth as for chat.
@@ -37,6 +37,9 @@ FLUSH_WAIT_S = 1.0
 _FILES = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
+    "panels.js": "text/javascript; charset=utf-8",
+    "receipt.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
 _PAGE_HEADERS = {
