@@ -26,6 +26,7 @@ demo: install
 	$(VENV)/bin/autoroute serve --config examples/local-fake.yaml
 
 test: install
+	bash .ci/install-chromium
 	$(VENV)/bin/ruff check proxy router_plugins
 	$(VENV)/bin/ruff format --check proxy router_plugins
 	$(VENV)/bin/mypy

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router_plugins.errors import RoutingError
 
+from .dashboard import router as dashboard_router
 from .drain import SHUTTING_DOWN, Drain, DrainMiddleware, ShuttingDown
 from .durable import NotDurable
 from .errors import ApiError, backends_failed, internal_error, routing_error
@@ -64,6 +65,7 @@ def create_app(settings: AppSettings) -> FastAPI:
     app.add_middleware(StartingMiddleware, state=app.state)
     app.include_router(api_router)
     app.include_router(observe_router)
+    app.include_router(dashboard_router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(NotDurable, _not_durable)
