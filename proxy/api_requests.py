@@ -181,6 +181,11 @@ class AutorouteOptions(Closed):
     min_quality: float | None = Field(
         None, ge=0, le=1, description="The task's least prior quality; never relaxed.", json_schema_extra=_not_null
     )
+    session: str | None = Field(
+        None, min_length=1, max_length=200, json_schema_extra=_not_null,
+        description="The session this request belongs to: its turns keep one model while it succeeds (also the "
+        "`x-autoroute-session` header or `metadata.session_id`; without one, the conversation's opening is the key).",
+    )  # fmt: skip
 
 
 AUTO_MODELS: list[JsonValue] = ["auto", "auto:quality", "auto:balanced", "auto:cost", "auto:latency"]

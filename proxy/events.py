@@ -55,6 +55,11 @@ class DecisionRecord:
     error_code: str | None = None
     """Why no answer came back (`status` rejected or failure): the error's code as the client got it."""
     error_message: str | None = None
+    session_id: str | None = None
+    """The session this request belongs to (`router_plugins/sessions.py`): an explicit key or `c-<hash>`."""
+    session_origin: str | None = None
+    """The request id of the decision that chose this turn's model: the request itself for a session's first turn
+    or an escalation, an earlier one for a turn that kept its model. Learning counts one choice per origin."""
 
     @classmethod
     def refused(

@@ -25,6 +25,7 @@ from router_plugins.errors import RoutingError
 from router_plugins.health import CircuitBreaker, CircuitBreakerSettings
 from router_plugins.language import UNKNOWN, detect_language
 from router_plugins.registry import ModelEntry
+from router_plugins.sessions import Sessions, Turn
 from router_plugins.types import ChatRequest, Classification, RouteDecision
 
 from .drain import SHUTTING_DOWN, Drain, ShuttingDown
@@ -77,17 +78,25 @@ class CallContext:
     ab_arm: str | None = None
     counterfactual: RouteDecision | None = None
     language: str = UNKNOWN
+    turn: Turn | None = None
+    """The session this request continues or opens (`router_plugins/sessions.py`); None without one."""
+    session_origin: str | None = None
+    """The request id of the decision that chose the model that answered, for a session's turn."""
 
     def headers(self, runtime: Runtime) -> dict[str, str]:
         arm = {"x-autoroute-arm": self.ab_arm} if self.ab_arm else {}
-        return arm | {
-            "x-autoroute-request-id": self.request.request_id,
-            "x-autoroute-model": self.served_by or self.decision.model,
-            "x-autoroute-task": self.classification.task,
-            "x-autoroute-language": self.language,
-            "x-autoroute-router": f"{self.decision.router}@{self.decision.router_version}",
-            "x-autoroute-preference": self.request.preference,
-        }
+        return (
+            arm
+            | {
+                "x-autoroute-request-id": self.request.request_id,
+                "x-autoroute-model": self.served_by or self.decision.model,
+                "x-autoroute-task": self.classification.task,
+                "x-autoroute-language": self.language,
+                "x-autoroute-router": f"{self.decision.router}@{self.decision.router_version}",
+                "x-autoroute-preference": self.request.preference,
+            }
+            | ({"x-autoroute-session": self.turn.key.value} if self.turn else {})
+        )
 
     def record(
         self, status: Outcome, error_code: str | None = None, error_message: str | None = None
@@ -121,6 +130,8 @@ class CallContext:
             language=self.language,
             error_code=error_code,
             error_message=error_message,
+            session_id=self.turn.key.value if self.turn else None,
+            session_origin=self.session_origin,
             choice_probabilities=dict(d.choice_probabilities),
         )
 
@@ -149,9 +160,12 @@ class Pipeline:
         embed_budget_ms: float | None = None,
         drain: Drain | None = None,
         breaker: CircuitBreaker | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._runtime = runtime
         self._breaker = breaker if breaker is not None else CircuitBreaker(CircuitBreakerSettings(enabled=False))
+        self._sessions = sessions if sessions is not None else Sessions()
+        """Owned by the gateway too: a session keeps its model across config reloads."""
         """Owned by the gateway, so it outlives config reloads; without one, no model is ever skipped."""
         self._drain = drain if drain is not None else Drain()
         self._forwarder = forwarder
@@ -190,6 +204,13 @@ class Pipeline:
                 self._recorder.record(ctx.record("cancelled", SHUTTING_DOWN, str(exc)))
                 raise
             ctx.served_by = model_name
+            if ctx.turn is not None:
+                settings = registry.router.sessions
+                ctx.session_origin, note = self._sessions.served(
+                    ctx.turn, model_name, request.request_id, ctx.classification.task, settings
+                )
+                if note:
+                    self._note(ctx, note)
             self._recorder.record(ctx.record("success"))
             if request.stream:
                 ttft_ms = (time.perf_counter() - started) * 1000
@@ -274,8 +295,14 @@ class Pipeline:
         stored: str | None = None
         if storage.prompt_text != "none":
             stored = text if storage.prompt_text == "full" else text[: storage.truncate_chars]
+        turn = self._sessions.open(request, engine.registry.router.sessions) if request.is_auto else None
         try:
-            if request.is_auto:
+            if turn is not None and turn.pin is not None:
+                now, pinned = time.monotonic(), turn.pin.model
+                cooling = self._breaker.why_cooling(pinned, now) if self._breaker.state(pinned, now) == "open" else None
+                routed = engine.continue_session(request, classification, language, turn.pin, cooling)
+                decision, arm, counterfactual = routed.decision, routed.arm, routed.counterfactual
+            elif request.is_auto:
                 routed = engine.route(request, classification, language)
                 decision, arm, counterfactual = routed.decision, routed.arm, routed.counterfactual
             else:
@@ -284,7 +311,7 @@ class Pipeline:
             self._recorder.record(_refused_at_routing(request, created_at, classification, language, stored, exc))
             raise
         return CallContext(request, created_at, started, classification, decision, stored, ab_arm=arm,
-                           counterfactual=counterfactual, language=language)  # fmt: skip
+                           counterfactual=counterfactual, language=language, turn=turn)  # fmt: skip
 
     def _record_attempt(
         self,

@@ -89,7 +89,8 @@ async def chat_completions(request: Request) -> Response:
     _authorize(request, runtime)
     created_at = time.time()
     try:
-        chat = parse_chat_request(await _body(request), request_id, runtime.registry.router.default_preference)
+        chat = parse_chat_request(await _body(request), request_id, runtime.registry.router.default_preference,
+                                  request.headers.get("x-autoroute-session"))  # fmt: skip
     except ApiError as exc:  # recorded like every other request (a stranger's, refused by auth above, is not)
         services.recorder.record(DecisionRecord.refused(request_id, created_at, exc.code, exc.message))
         raise

@@ -144,12 +144,19 @@ def _m0005_receipt(db: Database) -> None:
     db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN choice_probabilities TEXT")
 
 
+def _m0006_sessions(db: Database) -> None:
+    db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN session_id TEXT")
+    db.execute(f"ALTER TABLE {DECISIONS} ADD COLUMN session_origin TEXT")
+    db.execute(f"CREATE INDEX IF NOT EXISTS idx_decisions_session_origin ON {DECISIONS} (session_origin)")
+
+
 MIGRATIONS_LIST: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_learning", _m0002_learning),
     ("0003_language", _m0003_language),
     ("0004_refusals", _m0004_refusals),
     ("0005_receipt", _m0005_receipt),
+    ("0006_sessions", _m0006_sessions),
 ]
 
 

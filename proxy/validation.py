@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from router_plugins.sessions import explicit_key
 from router_plugins.types import PREFERENCES, ChatRequest, Preference
 
 from .errors import ApiError, bad_request
@@ -101,7 +102,9 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
-def parse_chat_request(body: bytes, request_id: str, default_preference: Preference) -> ChatRequest:
+def parse_chat_request(
+    body: bytes, request_id: str, default_preference: Preference, session_header: str | None = None
+) -> ChatRequest:
     data = load_json(body)
     if not isinstance(data, dict):
         raise bad_request("The body must be a JSON object.", code="invalid_json")
@@ -148,6 +151,7 @@ def parse_chat_request(body: bytes, request_id: str, default_preference: Prefere
         params=params,
         max_cost_per_1k=extension.get("max_cost_per_1k"),
         min_quality=extension.get("min_quality"),
+        session=explicit_key({"x-autoroute-session": session_header or ""}, extension, data.get("metadata")),
     )
 
 
@@ -303,8 +307,12 @@ def _extension(raw: Any) -> dict[str, Any]:
             if key == "min_quality" and value > 1:
                 raise bad_request(f"{param} must be in [0, 1].", param=param)
             out[key] = float(value)
+        elif key == "session":
+            if not isinstance(value, str) or not 0 < len(value) <= 200:
+                raise bad_request(f"{param} must be a string of 1 to 200 characters.", param=param)
+            out[key] = value
         else:
             raise bad_request(
-                f"Unknown option {param}; allowed: preference, max_cost_per_1k, min_quality.", param=param
+                f"Unknown option {param}; allowed: preference, max_cost_per_1k, min_quality, session.", param=param
             )
     return out

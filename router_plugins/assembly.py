@@ -34,11 +34,13 @@ from .errors import (
     ModelUnavailable,
     NoBackendAvailable,
     RequestTooLarge,
-)
+    RoutingError,
+)  # fmt: skip
 from .registry import ModelEntry, Registry
 from .routers import Router, RouterContext, RouterTable, WinRateRouter, WinRateState, default_table
 from .routers.policies import Choice, DriftGuard, Exploration, Policy
 from .routers.static_rules import CHARS_PER_TOKEN, DEFAULT_COMPLETION_TOKENS
+from .sessions import Pin, at_least_as_capable, kept, why_not_keep
 from .thresholds import with_tuned_thresholds
 from .types import ChatRequest, Classification, RouteDecision, ScoredCandidate
 
@@ -89,9 +91,13 @@ class RoutingEngine:
         """The cheap layers' classification (layers 3-4 only when given an embedding: `classifier.resume`)."""
         return self.classifier.classify(text)
 
-    def route(self, request: ChatRequest, classification: Classification, language: str) -> Routed:
-        """The decision for an `auto` request: the chain and its policies; under an A/B test, the arm's choice."""
-        candidates = serving(capable(self.available, request.needs), language)
+    def route(
+        self, request: ChatRequest, classification: Classification, language: str, only: frozenset[str] | None = None
+    ) -> Routed:
+        """The decision for an `auto` request: the chain and its policies; under an A/B test, the arm's choice.
+        `only` narrows the candidates to those models (a session's escalation)."""
+        available = self.available if only is None else tuple(m for m in self.available if m.name in only)
+        candidates = serving(capable(available, request.needs), language)
         ab = self.registry.learning.ab
         if ab.mode == "off":
             choice = self._choose(request, classification, candidates)
@@ -108,6 +114,30 @@ class RoutingEngine:
         mixture[control.model] = mixture.get(control.model, 0.0) + (1 - share)
         served = replace(served, propensity=mixture.get(served.model, 0.0))
         return Routed(with_probabilities(served, mixture), "treatment" if in_treatment else "control", other)
+
+    def continue_session(
+        self, request: ChatRequest, classification: Classification, language: str, pin: Pin, cooling: str | None
+    ) -> Routed:
+        """A later turn of a session pinned to `pin.model` (`router_plugins/sessions.py`): that model, with the models
+        at least as capable for the task as fallbacks; or, when it cannot take the turn (`cooling`: why its breaker
+        is open, if it is), the best of those, saying why it moved. Raises RoutingError when nothing can take it."""
+        pinned = self.registry.model(pin.model) if pin.model in self.available_names else None
+        why = why_not_keep(pinned, request, cooling)
+        better = at_least_as_capable(self.available, pinned, classification.task)
+        try:
+            escalation: Routed | None = self.route(request, classification, language, frozenset(m.name for m in better))
+        except RoutingError:
+            if why is not None:
+                raise
+            escalation = None
+        if why is None:
+            return Routed(kept(pin, escalation.decision if escalation else None, self.registry.version))
+        assert escalation is not None
+        budget = self.registry.router.sessions.max_switches
+        move = "moved for this turn only (switch budget spent)" if pin.switches >= budget else "escalated"
+        note = f"session: {move} from {pin.model}: {why}"
+        decision = escalation.decision
+        return replace(escalation, decision=replace(decision, reason=f"{decision.reason}; {note}"))
 
     def passthrough(self, request: ChatRequest, classification: Classification) -> RouteDecision:
         """A request naming a model: that model, if the registry has it enabled and its credentials are present."""

@@ -157,6 +157,22 @@ class PreferenceWeights:
 
 
 @dataclass(frozen=True)
+class SessionSettings:
+    """Sessions keep a conversation on one model (`router_plugins/sessions.py`)."""
+
+    enabled: bool = True
+    max_switches: int = 2
+    """Escalations a session may make; past them it stays on its model and a failing turn falls back for itself."""
+    idle_timeout_s: float = 3600.0
+    max_sessions: int = 100_000
+    """Sessions remembered per process; the least recently used are forgotten first."""
+
+    def __post_init__(self) -> None:
+        if self.max_switches < 0 or self.idle_timeout_s <= 0 or self.max_sessions < 1:
+            raise ValueError("router.sessions: max_switches >= 0, idle_timeout_s > 0 and max_sessions >= 1")
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     default_preference: Preference = "balanced"
     fallback_task: str = "chat"
@@ -168,6 +184,7 @@ class RouterSettings:
     classifier: ClassifierSettings = ClassifierSettings()
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     """Skip a model that keeps failing while it cools down (`router_plugins/health.py`)."""
+    sessions: SessionSettings = SessionSettings()
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

@@ -27,6 +27,8 @@ class ChatRequest:
     """OpenAI parameters passed to the backend untouched (temperature, tools, stop, ...)."""
     max_cost_per_1k: float | None = None
     min_quality: float | None = None
+    session: str | None = None
+    """The client's explicit session key (`router_plugins/sessions.py`); None: the conversation's opening is."""
 
     @property
     def is_auto(self) -> bool:
