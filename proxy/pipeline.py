@@ -22,9 +22,10 @@ from typing import Protocol
 import numpy as np
 
 from router_plugins.errors import RoutingError
+from router_plugins.headers import decision_headers
 from router_plugins.health import CircuitBreaker, CircuitBreakerSettings
 from router_plugins.language import UNKNOWN, detect_language
-from router_plugins.registry import ModelEntry
+from router_plugins.registry import ModelEntry, StorageSettings
 from router_plugins.types import ChatRequest, Classification, RouteDecision
 
 from .drain import SHUTTING_DOWN, Drain, ShuttingDown
@@ -79,15 +80,10 @@ class CallContext:
     language: str = UNKNOWN
 
     def headers(self, runtime: Runtime) -> dict[str, str]:
-        arm = {"x-autoroute-arm": self.ab_arm} if self.ab_arm else {}
-        return arm | {
-            "x-autoroute-request-id": self.request.request_id,
-            "x-autoroute-model": self.served_by or self.decision.model,
-            "x-autoroute-task": self.classification.task,
-            "x-autoroute-language": self.language,
-            "x-autoroute-router": f"{self.decision.router}@{self.decision.router_version}",
-            "x-autoroute-preference": self.request.preference,
-        }
+        d = self.decision
+        return decision_headers(self.request.request_id, self.served_by or d.model, self.classification.task,
+                                self.language, f"{d.router}@{d.router_version}", self.request.preference,
+                                self.ab_arm)  # fmt: skip
 
     def record(
         self, status: Outcome, error_code: str | None = None, error_message: str | None = None
@@ -125,7 +121,14 @@ class CallContext:
         )
 
 
-def _refused_at_routing(
+def kept_prompt(storage: StorageSettings, text: str) -> str | None:
+    """The prompt text as `storage.prompt_text` keeps it in the store: all of it, its start, or none."""
+    if storage.prompt_text == "none":
+        return None
+    return text if storage.prompt_text == "full" else text[: storage.truncate_chars]
+
+
+def refused_at_routing(
     request: ChatRequest, created_at: float, classification: Classification, language: str, prompt_text: str | None,
     exc: RoutingError,
 ) -> DecisionRecord:  # fmt: skip
@@ -270,10 +273,7 @@ class Pipeline:
         language = detect_language(text)
         # A named model is only labelled for the record: the cheap layers suffice, no transformer on its path.
         classification = await self._classify(runtime, text) if request.is_auto else engine.classify(text)
-        storage = engine.registry.storage
-        stored: str | None = None
-        if storage.prompt_text != "none":
-            stored = text if storage.prompt_text == "full" else text[: storage.truncate_chars]
+        stored = kept_prompt(engine.registry.storage, text)
         try:
             if request.is_auto:
                 routed = engine.route(request, classification, language)
@@ -281,7 +281,7 @@ class Pipeline:
             else:
                 decision, arm, counterfactual = engine.passthrough(request, classification), None, None
         except RoutingError as exc:
-            self._recorder.record(_refused_at_routing(request, created_at, classification, language, stored, exc))
+            self._recorder.record(refused_at_routing(request, created_at, classification, language, stored, exc))
             raise
         return CallContext(request, created_at, started, classification, decision, stored, ab_arm=arm,
                            counterfactual=counterfactual, language=language)  # fmt: skip
@@ -350,4 +350,4 @@ class BackendsFailed(Exception):
         return UPSTREAM_UNAVAILABLE if self.errors[-1][1].retryable else UPSTREAM_REJECTED
 
 
-__all__ = ["BackendsFailed", "Completed", "Pipeline", "Streaming"]
+__all__ = ["BackendsFailed", "CallContext", "Completed", "Pipeline", "Streaming", "kept_prompt", "refused_at_routing"]
