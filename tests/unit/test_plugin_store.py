@@ -10,9 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import litellm
 import pytest
 
+from proxy.app import AppSettings, create_app
 from proxy.cli import main
 from proxy.litellm_plugin import StoreSink
 from proxy.store import open_store
@@ -104,3 +106,17 @@ def test_feedback_for_a_plugin_request_is_written_by_the_cli(
     assert main(["feedback", "call-1", "--score", "2", "--config", str(config)]) == 1
     assert main(["feedback", "call-1", "--task", "astrology", "--config", str(config)]) == 1
     assert main(["feedback", "call-1", "--config", str(config)]) == 1
+
+
+def test_a_gateway_on_the_same_store_accepts_feedback_for_plugin_requests(config: Path, tmp_path: Path) -> None:
+    asyncio.run(_serve(AutorouteCallback(config, sink=StoreSink(learning=False))))
+    app = create_app(AppSettings(config, watch_config=False))
+
+    async def post() -> tuple[int, list[float]]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                answer = await client.post("/v1/feedback", json={"request_id": "call-1", "score": 1})
+            return answer.status_code, [row["score"] for row in app.state.services.store.feedback("call-1")]
+
+    assert asyncio.run(post()) == (200, [1.0])
