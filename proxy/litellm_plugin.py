@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from router_plugins.errors import RoutingError
-from router_plugins.litellm_plugin import Attempt, AutorouteCallback, PluginCall
+from router_plugins.litellm_plugin import AutorouteCallback
+from router_plugins.plugin_calls import Attempt, PluginCall
 from router_plugins.plugin_engine import EngineHolder
 from router_plugins.routers import RouterContext
 from router_plugins.types import ChatRequest, Classification

@@ -166,6 +166,13 @@ def test_a_failing_backend_falls_back_to_the_next_candidate(proxy: Proxy) -> Non
         streamed_id = response.headers["x-autoroute-request-id"]
         assert {chunk.model for chunk in response.parse()} == {"frontier"}
     assert proxy.attempts(streamed_id, count=2) == [(1, "mathematician", "failure"), (2, "frontier", "success")]
+    with pytest.raises(openai.InternalServerError) as failed:  # named: no fallback, as in the gateway
+        proxy.client().chat.completions.create(model="mathematician", messages=[{"role": "user", "content": MATH}])
+    failed_id = failed.value.response.headers["x-autoroute-request-id"]
+    decision = proxy.decision(failed_id)
+    assert (decision["status"], decision["error_code"], decision["router_name"]) == ("failure", "upstream_unavailable",
+                                                                                    "passthrough")  # fmt: skip
+    assert proxy.attempts(failed_id) == [(1, "mathematician", "failure")]
 
 
 def test_feedback_for_a_plugin_request_lands_in_the_store(proxy: Proxy) -> None:

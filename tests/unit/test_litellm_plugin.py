@@ -16,7 +16,8 @@ from litellm.constants import RETURN_RAW_MODEL_NAME_METADATA_KEY
 
 from router_plugins import litellm_plugin
 from router_plugins.errors import RoutingError
-from router_plugins.litellm_plugin import Attempt, AutorouteCallback, PluginCall
+from router_plugins.litellm_plugin import AutorouteCallback
+from router_plugins.plugin_calls import Attempt, PluginCall
 from router_plugins.plugin_engine import EngineHolder
 from router_plugins.types import ChatRequest, Classification
 
