@@ -71,7 +71,7 @@ class _Open:
 
 
 class AutorouteCallback(CustomLogger):
-    """The LiteLLM callback (hooks above). With no sink it only routes."""
+    """The LiteLLM callback (its hooks: the module docstring). With no sink it only routes."""
 
     def __init__(
         self, config: str | Path | None = None, data_dir: str | Path | None = None, sink: CallSink | None = None
