@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import analytics_commands, router_commands
+from . import analytics_commands, feedback_command, router_commands
 from .evaluation import commands as evaluation_commands
 from .replay import commands as replay_commands
 
@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     analytics_commands.register(commands, report)
 
     router_commands.register(commands)
+    feedback_command.register(commands)
     build = commands.add_parser("build-embeddings", help="distil the static embedding table now (else at first serve)")
     build.add_argument("--config", default="config.yaml", help="its storage.data_dir receives the table")
     build.add_argument("--data-dir", help="overrides storage.data_dir of the config")

@@ -7,7 +7,6 @@ seconds to import and the CLI's other commands do not need it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import os
@@ -15,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router_plugins.prices import resolve_prices
 from router_plugins.registry import ModelEntry, Registry
 from router_plugins.types import ChatRequest
 
@@ -132,24 +132,7 @@ class Forwarder:
 
     def resolve_prices(self, registry: Registry) -> Registry:
         """Fill prices the registry leaves out from LiteLLM's price map (when it knows the model)."""
-        models = []
-        for model in registry.models:
-            if model.input_cost_per_mtok is None or model.output_cost_per_mtok is None:
-                try:
-                    info = self._litellm.get_model_info(model.litellm_params.model)
-                    model = dataclasses.replace(
-                        model,
-                        input_cost_per_mtok=model.input_cost_per_mtok
-                        if model.input_cost_per_mtok is not None
-                        else (info.get("input_cost_per_token") or 0.0) * 1e6,
-                        output_cost_per_mtok=model.output_cost_per_mtok
-                        if model.output_cost_per_mtok is not None
-                        else (info.get("output_cost_per_token") or 0.0) * 1e6,
-                    )
-                except Exception:  # noqa: BLE001 - LiteLLM raises several kinds for an unmapped model
-                    log.warning("no price for %s in the registry or LiteLLM's map: its cost is unknown", model.name)
-            models.append(model)
-        return registry.with_models(tuple(models))
+        return resolve_prices(registry, self._litellm.get_model_info)
 
     def cost(self, model: ModelEntry, usage: Usage) -> tuple[float | None, str | None]:
         """USD for one call: the provider's own figure when it reports one, else LiteLLM's cost function."""

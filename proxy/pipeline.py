@@ -22,9 +22,10 @@ from typing import Protocol
 import numpy as np
 
 from router_plugins.errors import RoutingError
+from router_plugins.headers import decision_headers
 from router_plugins.health import CircuitBreaker, CircuitBreakerSettings
 from router_plugins.language import UNKNOWN, detect_language
-from router_plugins.registry import ModelEntry
+from router_plugins.registry import ModelEntry, StorageSettings
 from router_plugins.sessions import Sessions, Turn
 from router_plugins.types import ChatRequest, Classification, RouteDecision
 
@@ -84,18 +85,17 @@ class CallContext:
     """The request id of the decision that chose the model that answered, for a session's turn."""
 
     def headers(self, runtime: Runtime) -> dict[str, str]:
-        arm = {"x-autoroute-arm": self.ab_arm} if self.ab_arm else {}
-        return (
-            arm
-            | {
-                "x-autoroute-request-id": self.request.request_id,
-                "x-autoroute-model": self.served_by or self.decision.model,
-                "x-autoroute-task": self.classification.task,
-                "x-autoroute-language": self.language,
-                "x-autoroute-router": f"{self.decision.router}@{self.decision.router_version}",
-                "x-autoroute-preference": self.request.preference,
-            }
-            | ({"x-autoroute-session": self.turn.key.value} if self.turn else {})
+        d = self.decision
+        return decision_headers(
+            self.request.request_id,
+            self.served_by or d.model,
+            self.classification.task,
+            self.language,
+            f"{d.router}@{d.router_version}",
+            self.request.preference,
+            self.ab_arm,
+        ) | (  # fmt: skip
+            {"x-autoroute-session": self.turn.key.value} if self.turn else {}
         )
 
     def record(
@@ -136,7 +136,14 @@ class CallContext:
         )
 
 
-def _refused_at_routing(
+def kept_prompt(storage: StorageSettings, text: str) -> str | None:
+    """The prompt text as `storage.prompt_text` keeps it in the store: all of it, its start, or none."""
+    if storage.prompt_text == "none":
+        return None
+    return text if storage.prompt_text == "full" else text[: storage.truncate_chars]
+
+
+def refused_at_routing(
     request: ChatRequest, created_at: float, classification: Classification, language: str, prompt_text: str | None,
     exc: RoutingError,
 ) -> DecisionRecord:  # fmt: skip
@@ -291,10 +298,7 @@ class Pipeline:
         language = detect_language(text)
         # A named model is only labelled for the record: the cheap layers suffice, no transformer on its path.
         classification = await self._classify(runtime, text) if request.is_auto else engine.classify(text)
-        storage = engine.registry.storage
-        stored: str | None = None
-        if storage.prompt_text != "none":
-            stored = text if storage.prompt_text == "full" else text[: storage.truncate_chars]
+        stored = kept_prompt(engine.registry.storage, text)
         turn = self._sessions.open(request, engine.registry.router.sessions) if request.is_auto else None
         try:
             if turn is not None and turn.pin is not None:
@@ -308,7 +312,7 @@ class Pipeline:
             else:
                 decision, arm, counterfactual = engine.passthrough(request, classification), None, None
         except RoutingError as exc:
-            self._recorder.record(_refused_at_routing(request, created_at, classification, language, stored, exc))
+            self._recorder.record(refused_at_routing(request, created_at, classification, language, stored, exc))
             raise
         return CallContext(request, created_at, started, classification, decision, stored, ab_arm=arm,
                            counterfactual=counterfactual, language=language, turn=turn)  # fmt: skip
@@ -377,4 +381,4 @@ class BackendsFailed(Exception):
         return UPSTREAM_UNAVAILABLE if self.errors[-1][1].retryable else UPSTREAM_REJECTED
 
 
-__all__ = ["BackendsFailed", "Completed", "Pipeline", "Streaming"]
+__all__ = ["BackendsFailed", "CallContext", "Completed", "Pipeline", "Streaming", "kept_prompt", "refused_at_routing"]

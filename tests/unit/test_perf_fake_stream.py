@@ -16,7 +16,7 @@ async def _timed_frames(model: str) -> tuple[list[float], str, bool]:
     """Arrival time of each content frame (s after the start), the joined content, and whether [DONE] came."""
     body = {"model": model, "messages": [{"role": "user", "content": TEXT}], "stream": True}
     choices = fake_upstream._build_choices(body)
-    frames = fake_upstream._stream("c-1", body, choices, fake_upstream._usage(body, choices), fake_upstream._slow_ms(model))
+    frames = fake_upstream._stream("c-1", body, choices, fake_upstream._usage(body, choices), fake_upstream._slow_ms(model), {})
     arrivals, content, done = [], "", False
     started = time.perf_counter()
     async for frame in frames:
