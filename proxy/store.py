@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from router_plugins.registry import StorageSettings
 
 __all__ = [
-    "LearningStore", "ReportStore", "RequestStore", "SQLiteStore", "Store", "open_configured_store", "open_store",
-    "redacted", "routing_rule_rows", "store_location",
+    "LearningStore", "ReportStore", "RequestStore", "SQLiteStore", "Store", "configured_storage",
+    "open_configured_store", "open_store", "redacted", "routing_rule_rows", "store_location",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,15 @@ def store_location(storage: StorageSettings, data: DataDir) -> str:
     if storage.backend not in (None, kind):
         raise ConfigError(f"storage.backend is {storage.backend} but {storage.url_env} holds a {kind} location")
     return url
+
+
+def configured_storage(config: str | Path | None) -> StorageSettings:
+    """The `storage` settings of the config file at `config` (None: `config.yaml`); the defaults (the data
+    directory's SQLite file) when there is no such file, as commands given `--data-dir` alone have always worked."""
+    from router_plugins.registry import StorageSettings, load_registry
+
+    path = Path(config or "config.yaml")
+    return load_registry(path).storage if path.exists() else StorageSettings()
 
 
 def open_configured_store(storage: StorageSettings, data: DataDir, *, create: bool = True) -> Store | None:

@@ -113,6 +113,14 @@ class ReportStore(Protocol):
         version, created_at, task, model, adjustment (decoded), source."""
         ...
 
+    def window_decisions(self, since: float, until: float, limit: int = 200_000) -> list[dict[str, Any]]:
+        """Decisions made in [since, until) with their feedback (`proxy.store_analytics`)."""
+        ...
+
+    def window_attempts(self, since: float, until: float, limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """The attempts of the decisions made in [since, until) (`proxy.store_analytics`)."""
+        ...
+
 
 @runtime_checkable
 class ArtifactStore(Protocol):
