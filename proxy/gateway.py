@@ -11,7 +11,7 @@
 | corrections      | every 5 s: tasks named by feedback become the classifier's corrections                          |
 | win-rates        | every `learning.aggregate_interval_s`: win rates recomputed from the store                      |
 | trainer          | every `learning.train_interval_s`: a challenger learned router trained and judged off-policy    |
-| shared-versions  | on a shared store (Postgres), every 2 s: router versions moved by other replicas adopted here   |
+| shared-versions  | on a shared store (Postgres), every 2 s: router versions kept in step with the other replicas   |
 
 Every rebuild runs in a worker thread, one at a time (the holder's lock): the event loop never waits for one.
 """
