@@ -132,12 +132,7 @@ def open_store(url_or_path: str, *, pool_size: int = 5) -> Store:
         from proxy.store_postgres import PostgresStore
 
         return PostgresStore(url_or_path, pool_size=pool_size)
-    if url_or_path.startswith("sqlite:///"):
-        return SQLiteStore(url_or_path[len("sqlite:///") :])
-    if "://" in url_or_path:
-        scheme = url_or_path.split("://", 1)[0]
-        raise ValueError(f"unsupported storage scheme {scheme!r}")
-    return SQLiteStore(url_or_path)
+    return SQLiteStore(_sqlite_path(url_or_path))
 
 
 def store_location(storage: StorageSettings, data: DataDir) -> str:
@@ -179,9 +174,14 @@ def redacted(location: str) -> str:
     parts = urlsplit(location)
     if "://" not in location or parts.password is None:
         return location
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}"))
 
 
 def _sqlite_path(location: str) -> Path:
-    return Path(location[len("sqlite:///") :] if location.startswith("sqlite:///") else location)
+    """The file of a SQLite location: a path, `sqlite:///relative` or `sqlite:////absolute`."""
+    if location.startswith("sqlite:///"):
+        return Path(location[len("sqlite:///") :])
+    if "://" in location:
+        raise ValueError(f"unsupported storage scheme {location.split('://', 1)[0]!r}")
+    return Path(location)
