@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install serve demo test
+.PHONY: install serve demo test postgres
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ serve: install
 demo: install
 	$(VENV)/bin/autoroute fake-upstream & trap 'kill $$!' EXIT; \
 	$(VENV)/bin/autoroute serve --config examples/local-fake.yaml
+
+# The store's tests run on SQLite and on a PostgreSQL cluster they start themselves (tests/postgres.py); without the
+# server binaries those are skipped. `make postgres` installs them (Debian/Ubuntu; root or sudo); .ci/run does.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL server binaries: installed"; \
+	else \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	fi
 
 test: install
 	bash .ci/install-chromium

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from router_plugins.datadir import DataDir
 
     from .analytics import AnalyticsStore, FeatureImportance
+    from .store import Store
 
 DEFAULT_SINCE = "24h"
 DEFAULT_TOP_HOURS = 1.0
@@ -54,6 +55,13 @@ def _data_dir(args: argparse.Namespace) -> DataDir:
     return DataDir.resolve(args.config, args.data_dir)
 
 
+def _existing_store(args: argparse.Namespace, data_dir: DataDir) -> Store | None:
+    """The config's store (`storage.url`, else the data directory's file); None where opening would create one."""
+    from .store import configured_storage, open_configured_store
+
+    return open_configured_store(configured_storage(args.config), data_dir, create=False)
+
+
 def _importance(args: argparse.Namespace, data_dir: DataDir, store: AnalyticsStore,
                 request_ids: set[str]) -> FeatureImportance:  # fmt: skip
     from router_plugins.registry import load_registry
@@ -77,7 +85,6 @@ def _report(args: argparse.Namespace) -> int:
     from .analytics.html import write_report
     from .analytics.overview import MAX_LEARNING_EVENTS
     from .evaluation.ab import parse_since
-    from .store import SQLiteStore
 
     if not (args.html or args.png_dir or args.json):
         return _fail("report: give --html OUT (and/or --png-dir DIR, --json OUT), or a report name: ab")
@@ -85,11 +92,11 @@ def _report(args: argparse.Namespace) -> int:
         now = time.time()
         window = Window(parse_since(args.since, now), now)
         data_dir = _data_dir(args)
+        store = _existing_store(args, data_dir)
     except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
-    if not data_dir.db.exists():  # opening would create an empty store
+    if store is None:
         return _fail(f"no store at {data_dir.db}")
-    store = SQLiteStore(data_dir.db)
     try:
         data = load_window(store, window)
         importance = _importance(args, data_dir, store, {r.request_id for r in data.requests})
@@ -112,17 +119,16 @@ def _top(args: argparse.Namespace) -> int:
 
     from .analytics import Window, load_window
     from .analytics.top import render_top, run_top
-    from .store import SQLiteStore
 
     if args.window <= 0 or args.interval <= 0 or (args.iterations is not None and args.iterations < 1):
         return _fail("top: -w, --interval and --iterations must be positive")
     try:
         data_dir = _data_dir(args)
+        store = _existing_store(args, data_dir)
     except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
-    if not data_dir.db.exists():
+    if store is None:
         return _fail(f"no store at {data_dir.db}")
-    store = SQLiteStore(data_dir.db)
 
     def frame() -> str:
         return render_top(load_window(store, Window.last(args.window * 3600)), args.window)

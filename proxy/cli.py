@@ -186,8 +186,9 @@ def _tune(args: argparse.Namespace) -> int:
     tuned = load_tuned_thresholds(data_dir.artifacts) or {}
     current = current_thresholds(apply_thresholds(registry, tuned))
     try:
-        report = tune(read_events(data_dir.db, since), current, target_precision=args.target_precision,
-                      min_events=args.min_events, truth=args.truth, since=since)  # fmt: skip
+        events = read_events(registry.storage, data_dir, since)
+        report = tune(events, current, target_precision=args.target_precision, min_events=args.min_events,
+                      truth=args.truth, since=since)  # fmt: skip
     except ValueError as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
@@ -211,21 +212,22 @@ def _report_ab(args: argparse.Namespace) -> int:
     from router_plugins.schema import ConfigError
 
     from .evaluation.ab import ab_report, format_ab_report, parse_since
-    from .store import SQLiteStore
+    from .store import configured_storage, open_configured_store
 
     try:
         since = parse_since(args.since, time.time()) if args.since else None
-        db = DataDir.resolve(args.config, args.data_dir).db
+        data = DataDir.resolve(args.config, args.data_dir)
+        storage = configured_storage(args.config)
     except (ConfigError, ValueError) as exc:
         print(f"autoroute: {exc}", file=sys.stderr)
         return 2
     if not 0.0 < args.alpha < 1.0:
         print(f"autoroute: --alpha must be in (0, 1), got {args.alpha}", file=sys.stderr)
         return 2
-    if not db.exists():  # opening would create an empty store
-        print(f"autoroute: no store at {db}", file=sys.stderr)
+    store = open_configured_store(storage, data, create=False)  # a report must not create an empty store
+    if store is None:
+        print(f"autoroute: no store at {data.db}", file=sys.stderr)
         return 2
-    store = SQLiteStore(db)
     try:
         rows = store.ab_outcomes(since)
     finally:

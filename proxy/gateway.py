@@ -11,6 +11,7 @@
 | corrections      | every 5 s: tasks named by feedback become the classifier's corrections                          |
 | win-rates        | every `learning.aggregate_interval_s`: win rates recomputed from the store                      |
 | trainer          | every `learning.train_interval_s`: a challenger learned router trained and judged off-policy    |
+| shared-versions  | on a shared store (Postgres), every 2 s: router versions kept in step with the other replicas   |
 
 Every rebuild runs in a worker thread, one at a time (the holder's lock): the event loop never waits for one.
 """
@@ -48,7 +49,8 @@ from .metrics import GatewayMetrics
 from .pipeline import Pipeline
 from .recorder import Recorder
 from .runtime import Runtime, RuntimeHolder, build_runtime
-from .store import Store, open_store, routing_rule_rows
+from .shared_versions import SYNC_INTERVAL_S, ArtifactSync
+from .store import Store, open_store, redacted, routing_rule_rows, store_location
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,9 @@ class Gateway:
             self.task_model = await asyncio.to_thread(self.sources.task_model)
         store, store_error = await asyncio.to_thread(self._open_store, registry, data)
         self.store = store
+        self.versions_sync = ArtifactSync.of(store, data.artifacts)  # replicas sharing a store share router versions
+        if self.versions_sync is not None:
+            await self.versions_sync.step()  # before the first runtime: a joining replica serves the shared versions
         self.feedback_labels = await asyncio.to_thread(store.task_labels)
         self.learning = LearningLoop(lambda: self.holder.current.registry, store, data.artifacts, self._router_context)
         self.holder = holder = RuntimeHolder(settings.config_path, await asyncio.to_thread(self.build, registry),
@@ -192,6 +197,9 @@ class Gateway:
         ]
         if self.settings.watch_config:
             jobs.append(Job("config-reload", self.holder.watch))
+        if self.versions_sync is not None:
+            sync = periodic(self.versions_sync.step, lambda: SYNC_INTERVAL_S, "syncing shared router versions")
+            jobs.append(Job("shared-versions", sync))
         if self.server is not None:
             jobs.append(Job("classifier-refit", self._refit_classifier))
         for job in jobs:
@@ -227,13 +235,15 @@ class Gateway:
 
     @staticmethod
     def _open_store(registry: Registry, data: DataDir) -> tuple[Store, str | None]:
-        """The data directory's store; when it cannot be opened, an in-memory one and the reason (chats are served,
-        nothing is recorded, feedback is refused, readiness says not_ready), or a refusal to start with
-        `storage.required: true`."""
+        """The config's store (`storage.url`, else the data directory's file); when it cannot be opened, an in-memory
+        one and the reason (chats are served, nothing is recorded, feedback is refused, readiness says not_ready), or
+        a refusal to start with `storage.required: true`."""
+        storage = registry.storage
+        where = f"${storage.url_env}" if storage.url_env else redacted(storage.url or str(data.db))
         try:
-            return open_store(str(data.db)), None
+            return open_store(store_location(storage, data), pool_size=storage.pool_size), None
         except Exception as exc:  # noqa: BLE001 - whatever stops the store from opening
-            reason = f"the store {data.db} cannot be opened: {type(exc).__name__}: {exc}"
+            reason = f"the store {where} cannot be opened: {type(exc).__name__}: {exc}"
             if registry.storage.required:
                 log.error("%s; storage.required is true, so the gateway does not start", reason)
                 raise StoreUnavailable(f"{reason} (storage.required is true)") from exc

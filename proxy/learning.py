@@ -35,7 +35,7 @@ from .evaluation.offpolicy import LoggedDecision, PolicyValue, evaluate_policy, 
 from .evaluation.stats import normal_quantile
 from .events import LearningEvent
 from .store_api import LearningStore
-from .versions import FORCED, PROMOTION, REJECTION, check_rollback
+from .versions import FORCED, LEARNED, PROMOTION, REJECTION, check_rollback, publish
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,10 @@ def challenge(
 
 
 def record_challenge(store: LearningStore, result: ChallengeResult) -> LearningEvent:
+    """The challenge's `learning_events` row; a promoted version is first published to a shared store, so every
+    replica serves it (`proxy.shared_versions`)."""
+    if result.path is not None:
+        publish(store, result.path.parent, LEARNED, result.version)
     event = LearningEvent(time.time(), result.kind, LearnedRouter.name, result.version, result.champion_version,
                           result.scores(), result.reason)  # fmt: skip
     store.write_batch([event])

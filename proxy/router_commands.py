@@ -1,6 +1,7 @@
 """CLI commands `autoroute router list | pin VERSION | rollback`: the learned router's and the tuned thresholds'
 versions in a data directory (`proxy.versions`). A serving gateway on that data directory swaps in a moved pointer
-within ~2 s; every move is recorded in the store's `learning_events`."""
+within ~2 s; every move is recorded in the store's `learning_events`. On a store replicas share (Postgres), a move is
+published to it and every replica's gateway adopts it within ~4 s (`proxy.shared_versions`)."""
 
 from __future__ import annotations
 
@@ -39,33 +40,28 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=func)
 
 
-def _data_dir(args: argparse.Namespace) -> DataDir | None:
+def _open(args: argparse.Namespace, create: bool) -> tuple[DataDir, Store | None] | None:
+    """The data directory and the config's store (`storage.url`, else the directory's file; None when that file is
+    not there and `create` is false: listing must not create one). None, said why, when either cannot be had."""
     from router_plugins.datadir import DataDir
-    from router_plugins.schema import ConfigError
+
+    from .store import configured_storage, open_configured_store
 
     try:
-        return DataDir.resolve(args.config, args.data_dir)
-    except (ConfigError, OSError) as exc:
+        data = DataDir.resolve(args.config, args.data_dir)
+        return data, open_configured_store(configured_storage(args.config), data, create=create)
+    except Exception as exc:  # noqa: BLE001 - a bad config, an unset variable, a database out of reach: said, exit 2
         print(f"autoroute: {exc}", file=sys.stderr)
         return None
-
-
-def _store(data: DataDir, create: bool) -> Store | None:
-    """The data directory's store; None when there is none and `create` is false (listing must not create one)."""
-    from .store import open_store
-
-    if not create and not data.db.exists():
-        return None
-    return open_store(str(data.db))
 
 
 def _list(args: argparse.Namespace) -> int:
     from .versions import format_versions, list_versions
 
-    data = _data_dir(args)
-    if data is None:
+    opened = _open(args, create=False)
+    if opened is None:
         return 2
-    store = _store(data, create=False)
+    data, store = opened
     try:
         listing = list_versions(data.artifacts, store)
     finally:
@@ -95,10 +91,10 @@ def _rollback(args: argparse.Namespace) -> int:
 def _move(args: argparse.Namespace, move: Callable[[Path, Store], LearningEvent]) -> int:
     from .versions import VersionError
 
-    data = _data_dir(args)
-    if data is None:
+    opened = _open(args, create=True)
+    if opened is None:
         return 2
-    store = _store(data, create=True)
+    data, store = opened
     assert store is not None
     try:
         event = move(data.artifacts, store)
@@ -108,5 +104,5 @@ def _move(args: argparse.Namespace, move: Callable[[Path, Store], LearningEvent]
     finally:
         store.close()
     print(f"{event.router}: {event.champion_version or '(none)'} -> {event.version} ({event.kind}); a serving gateway "
-          "picks it up within ~2 s")  # fmt: skip
+          "picks it up within ~2 s" + (" (~4 s on other replicas)" if store.shares_artifacts else ""))  # fmt: skip
     return 0

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from router_plugins.datadir import DB_FILE, quarantined
+from router_plugins.datadir import quarantined
 from router_plugins.types import PREFERENCES
 
 from .drain import ShuttingDown
@@ -267,7 +267,7 @@ async def readiness(request: Request) -> Response:
     if services.store_error:
         checks["store"] = f"{services.store_error}; chats are served but not recorded, feedback is refused"
         status = 503
-    elif not services.data_dir.is_dir() or not (services.data_dir / DB_FILE).is_file():
+    elif not services.data_dir.is_dir() or (services.store.path is not None and not services.store.path.is_file()):
         checks["store"] = f"the data directory {services.data_dir} or its database is gone"
         status = 503
     else:

@@ -1,6 +1,6 @@
 """The store's reads for analysis over a time window (`proxy.analytics`: `autoroute report --html`, `autoroute top`,
-the web dashboard). Part of the SQL layer with `proxy.store` and `proxy.store_schema`: `SQLiteStore` inherits these
-queries, so nothing outside the three modules talks SQL. Every query is parameterized.
+the web dashboard). Part of the SQL layer (`proxy.store_schema` lists it): both back ends inherit these queries
+through `proxy.store_queries.SQLStore`. Every query is parameterized.
 
 A window selects decisions by their own time (`since <= created_at < until`); the attempts and feedback of those
 decisions come with them whenever they were written, so a request and its feedback are counted in one window.
@@ -9,10 +9,8 @@ decisions come with them whenever they were written, so a request and its feedba
 from __future__ import annotations
 
 import json
-import threading
+from collections.abc import Sequence
 from typing import Any
-
-from sqlite_utils import Database
 
 from proxy.store_schema import DECISIONS, FEEDBACK, PERFORMANCE
 
@@ -28,10 +26,21 @@ _ATTEMPT_COLUMNS = (
 
 
 class AnalyticsQueries:
-    """Mixed into `proxy.store.SQLiteStore`, whose connection and lock these queries share."""
+    """Mixed into `proxy.store_queries.SQLStore`, whose back end runs these queries (`_rows`) and spells a JSON
+    field (`_json_text`)."""
 
-    _db: Database
-    _lock: threading.Lock
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _json_text(self, column: str, key: str) -> str:
+        raise NotImplementedError
+
+    def _feedback_task_sql(self) -> str:
+        """A subquery over decisions `d`: the task the newest feedback naming one gave."""
+        task = self._json_text("f.extra", "task")
+        return f"""(SELECT {task} FROM {FEEDBACK} f
+                     WHERE f.request_id = d.request_id AND {task} IS NOT NULL
+                     ORDER BY f.created_at DESC, f.id DESC LIMIT 1)"""
 
     def window_decisions(self, since: float, until: float, limit: int = 200_000) -> list[dict[str, Any]]:
         """Decisions made in [since, until), newest first, at most `limit`: the decision's columns (prompt text left
@@ -43,9 +52,7 @@ class AnalyticsQueries:
                    (SELECT AVG(f.score) FROM {FEEDBACK} f
                      WHERE f.request_id = d.request_id AND f.score IS NOT NULL) AS feedback_score,
                    (SELECT COUNT(f.score) FROM {FEEDBACK} f WHERE f.request_id = d.request_id) AS feedback_scores,
-                   (SELECT json_extract(f.extra, '$.task') FROM {FEEDBACK} f
-                     WHERE f.request_id = d.request_id AND json_extract(f.extra, '$.task') IS NOT NULL
-                     ORDER BY f.created_at DESC, f.id DESC LIMIT 1) AS feedback_task
+                   {self._feedback_task_sql()} AS feedback_task
             FROM {DECISIONS} d
             WHERE d.created_at >= ? AND d.created_at < ?
             ORDER BY d.created_at DESC, d.request_id DESC LIMIT ?"""
@@ -66,9 +73,3 @@ class AnalyticsQueries:
             WHERE d.created_at >= ? AND d.created_at < ?
             ORDER BY p.created_at, p.id LIMIT ?"""
         return self._rows(sql, [since, until, limit])
-
-    def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        with self._lock:
-            cursor = self._db.execute(sql, params)
-            names = [c[0] for c in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]

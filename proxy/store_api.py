@@ -1,16 +1,19 @@
-"""What each consumer needs from storage, as protocols (`proxy.store.SQLiteStore` implements them all), and the rows
-the registry's routing rules are stored as. No SQL here: that stays in `proxy.store` and `proxy.store_schema`.
+"""What each consumer needs from storage, as protocols (both back ends, `proxy.store.SQLiteStore` and
+`proxy.store_postgres.PostgresStore`, implement them all), and the rows the registry's routing rules are stored as.
+No SQL here: that stays in the SQL layer (`proxy.store_schema` lists its modules).
 
 - `RequestStore`: the request path, the recorder and the feedback route.
 - `LearningStore`: training, the learning loop, the classifier refits.
 - `ReportStore`: `autoroute report ab`, `autoroute tune`, what was learned and which rules were in force.
+- `ArtifactStore`: the learned routers' versions shared by replicas with their own data directories.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from proxy.events import Record
 
@@ -110,9 +113,42 @@ class ReportStore(Protocol):
         version, created_at, task, model, adjustment (decoded), source."""
         ...
 
+    def window_decisions(self, since: float, until: float, limit: int = 200_000) -> list[dict[str, Any]]:
+        """Decisions made in [since, until) with their feedback (`proxy.store_analytics`)."""
+        ...
 
-class Store(RequestStore, LearningStore, ReportStore, Protocol):
-    """All of it; `SQLiteStore` is the only implementation so far."""
+    def window_attempts(self, since: float, until: float, limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """The attempts of the decisions made in [since, until) (`proxy.store_analytics`)."""
+        ...
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    shares_artifacts: bool
+    """True where replicas with their own data directories share the store (Postgres): only then are versions
+    published to it (`proxy.shared_versions`)."""
+
+    def publish_artifact(self, kind: str, version: str, content: bytes) -> None:
+        """Keep `content` as `version` of `kind` (once: a version's bytes never change) and make it the current one,
+        in one transaction."""
+        ...
+
+    def shared_pointers(self) -> dict[str, str]:
+        """The current published version of each kind."""
+        ...
+
+    def artifact_content(self, kind: str, version: str) -> bytes | None:
+        """A published version's bytes; None when it was never published."""
+        ...
+
+
+class Store(RequestStore, LearningStore, ReportStore, ArtifactStore, Protocol):
+    """All of it: `SQLiteStore` (the default) and `PostgresStore` (several replicas)."""
+
+    path: Path | None
+    """The store's file (SQLite), which readiness checks is still there; None for a database on a server."""
+
+    def applied_migrations(self) -> list[str]: ...
 
     def close(self) -> None: ...
 

@@ -17,7 +17,7 @@ from router_plugins.registry import load_registry
 from router_plugins.routers import LearnedRouter, RouterContext
 
 from .evaluation.offline import evaluate_cv
-from .store import open_store
+from .store import open_configured_store
 from .store_api import LearningStore
 from .versions import LEARNED, current_version
 
@@ -50,7 +50,7 @@ def train(
     models = [m.name for m in registry.models]
     sets = [load_outcomes(path) for path in data_files]
     datadir = DataDir.of(data_dir)
-    store = open_store(str(datadir.db)) if datadir.db.exists() else None
+    store = open_configured_store(registry.storage, datadir, create=False)
     try:
         train_rows, eval_rows = split_logged(store, registry.learning.evaluation_share) if store else ([], [])
         gated = not force and len(eval_rows) >= MIN_EVALUATION_DECISIONS
@@ -138,7 +138,7 @@ def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | 
         records = ({"text": p.text, "task": p.task, "accept": list(p.accept), "source": p.source} for p in given)
         lines = "".join(json.dumps(record) + "\n" for record in records).encode()
         datadir.write_atomically(datadir.path(LABELLED_FILE), lambda handle: handle.write(lines))
-    store = open_store(str(datadir.db)) if datadir.db.exists() else None
+    store = open_configured_store(registry.storage, datadir, create=False)
     try:
         prompts = classifier_prompts(datadir, store)
     finally:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from router_plugins.datadir import write_atomically, write_pointer
-from router_plugins.registry import Registry
+from router_plugins.datadir import DataDir, write_atomically, write_pointer
+from router_plugins.registry import Registry, StorageSettings
 from router_plugins.thresholds import (
     ARTIFACT_FORMAT,
     LAYERS,
@@ -280,13 +280,14 @@ def save_thresholds(artifacts_dir: Path, report: TuningReport, previous: Mapping
 # -- the command ------------------------------------------------------------------------------------------------
 
 
-def read_events(db: Path, since: float | None = None) -> list[dict[str, Any]]:
-    """`Store.tuning_events` of the store at `db`; none when it does not exist (it is not created)."""
-    if not db.exists():
-        return []
-    from .store import open_store
+def read_events(storage: StorageSettings, data: DataDir, since: float | None = None) -> list[dict[str, Any]]:
+    """`Store.tuning_events` of the config's store (`storage`, in `data`); none when there is no store (it is not
+    created)."""
+    from .store import open_configured_store
 
-    store = open_store(str(db))
+    store = open_configured_store(storage, data, create=False)
+    if store is None:
+        return []
     try:
         return store.tuning_events(since)
     finally:

@@ -8,6 +8,9 @@ pointer within ~2 s. Every move of a pointer made here is a `learning_events` ro
 
 Versions are ordered by name: the tools that write them name them by UTC time first (`20250101120000-n300`), so
 "the version before" is the one written before.
+
+On a store that replicas share (Postgres), every move made here is published to it first (`publish`): the other
+replicas, each with its own data directory, fetch the version and move their pointer (`proxy.shared_versions`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from router_plugins.thresholds import POINTER_FILE as THRESHOLDS_POINTER
 
 from .evaluation.stats import CONTROL, DEFAULT_ALPHA, TREATMENT, Sequential, msprt
 from .events import LearningEvent
+from .store_api import ArtifactStore
 
 LEARNED = "learned"
 THRESHOLDS = "thresholds"
@@ -117,16 +121,27 @@ def list_versions(artifacts: Path, store: EventStore | None) -> dict[str, list[V
     return out
 
 
+def publish(store: object, artifacts: Path, kind: str, version: str) -> bool:
+    """Make `version` of `kind` (a file in `artifacts`) the current one of every replica, when `store` is shared
+    (a no-op otherwise); returns whether it was published."""
+    if not isinstance(store, ArtifactStore) or not store.shares_artifacts:
+        return False
+    store.publish_artifact(kind, version, KINDS[kind].path(artifacts, version).read_bytes())
+    return True
+
+
 def move_pointer(
     artifacts: Path, store: EventStore | None, kind: str, version: str, event_kind: str, reason: str,
     scores: dict[str, Any] | None = None,
 ) -> LearningEvent:  # fmt: skip
-    """Point `kind`'s pointer at `version` (an existing artifact) and record the move as a `learning_events` row."""
+    """Point `kind`'s pointer at `version` (an existing artifact) and record the move as a `learning_events` row;
+    on a shared store, every replica's pointer (published first: a move the store refused is not made here)."""
     spec = KINDS[kind]
     path = spec.path(artifacts, version)
     if not path.is_file():
         raise VersionError(f"no {kind} version {version!r} in {artifacts}")
     previous = current_version(artifacts, kind)
+    publish(store, artifacts, kind, version)
     write_pointer(artifacts, spec.pointer, path, version)
     event = LearningEvent(time.time(), event_kind, kind, version, previous, scores or {}, reason)
     if store is not None:

@@ -199,9 +199,19 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] | None = None
+    """sqlite: a file in `data_dir` (one gateway, or several processes on one machine). postgres: a database that
+    several replicas share (needs `url` or `url_env`). Left out, it follows `url` (sqlite without one)."""
+    url: str | None = None
+    """Where the store is instead of `data_dir`'s file: `postgresql://user@host:5432/db` (a password goes in the
+    environment, not here: `url_env`, or libpq's PGPASSWORD / ~/.pgpass) or `sqlite:////absolute/path.db`."""
+    url_env: str | None = None
+    """Name of the environment variable that holds the whole URL, password included (instead of `url`)."""
+    pool_size: int = 5
+    """Postgres: connections each gateway process keeps open at most."""
     data_dir: str = "autoroute-data"
-    """Relative paths resolve against the working directory of `autoroute serve`."""
+    """Relative paths resolve against the working directory of `autoroute serve`. With Postgres it still holds this
+    replica's learned artifacts and caches; the shared ones are synced from the store."""
     prompt_text: Literal["full", "truncated", "none"] = "truncated"
     truncate_chars: int = 500
     queue_size: int = 10000
@@ -212,11 +222,43 @@ class StorageSettings:
     recorded, feedback is refused) and readiness says not_ready with the reason."""
 
     def __post_init__(self) -> None:
-        for name in ("queue_size", "batch_size", "flush_interval_ms"):
+        for name in ("queue_size", "batch_size", "flush_interval_ms", "pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"storage.{name} must be >= 1, got {getattr(self, name)}")
         if self.truncate_chars < 0:
             raise ValueError(f"storage.truncate_chars must be >= 0, got {self.truncate_chars}")
+        if self.url is not None and self.url_env is not None:
+            raise InvalidAt("give storage.url or storage.url_env, not both", "url_env")
+        if self.url_env is not None and not _ENV_NAME.match(self.url_env):
+            raise InvalidAt(f"storage.url_env must name an environment variable, got {self.url_env!r}", "url_env")
+        if self.url is not None:
+            _check_store_url(self.url, self.backend)
+        elif self.backend == "postgres" and self.url_env is None:
+            raise InvalidAt("storage.backend postgres needs storage.url or storage.url_env", "backend")
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_store_url(url: str, backend: str | None) -> None:
+    from urllib.parse import urlsplit
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    kind = "postgres" if scheme in ("postgresql", "postgres") else "sqlite" if url.startswith("sqlite:///") else None
+    if kind is None:
+        raise InvalidAt(f"storage.url must start with postgresql://, postgres:// or sqlite:///, got {scheme!r}",
+                           "url")  # fmt: skip
+    if backend is not None and backend != kind:
+        raise InvalidAt(f"storage.url is a {kind} URL but storage.backend is {backend}", "url")
+    try:
+        password = urlsplit(url).password
+    except ValueError as exc:
+        raise InvalidAt(f"storage.url is not a valid URL: {exc}", "url") from exc
+    if password is not None:
+        raise InvalidAt(
+            "storage.url must not hold a password: put the whole URL in an environment variable named by "
+            "storage.url_env, or the password in PGPASSWORD or ~/.pgpass", "url",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

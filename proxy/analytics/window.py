@@ -19,7 +19,7 @@ SUCCESS = "success"
 
 
 class AnalyticsStore(Protocol):
-    """What the analyses read (`proxy.store.SQLiteStore` has all of it)."""
+    """What the analyses read (either back end's store has all of it)."""
 
     def window_decisions(self, since: float, until: float, limit: int = 200_000) -> list[dict[str, Any]]: ...
 

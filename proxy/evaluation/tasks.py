@@ -38,7 +38,7 @@ def served_classifier(config: Path | None = None, data_dir: Path | DataDir | Non
     from router_plugins.classify.model import MODEL_FILE, fit_task_model
     from router_plugins.embeddings import EmbeddingCache
 
-    from ..store import open_store
+    from ..store import open_configured_store
     from ..training import classifier_prompts
 
     registry = load_registry(config or Path("config.yaml"))
@@ -50,7 +50,7 @@ def served_classifier(config: Path | None = None, data_dir: Path | DataDir | Non
     embedder = None
     if settings.static_embedding.enabled and not (settings.text_model.enabled and usable_text_model):
         embedder = StaticEmbedder.load_or_build(datadir)
-    store = open_store(str(datadir.db)) if datadir.db.exists() else None
+    store = open_configured_store(registry.storage, datadir, create=False)
     try:
         labels = store.task_labels() if store is not None else []
         task_model = None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.events import DecisionRecord, FeedbackRecord, PerformanceRecord, Record
-from proxy.store import SQLiteStore
+from proxy.store import Store, open_store
 
 NOW = 1_700_000_000.0
 
@@ -85,7 +85,8 @@ def records(now: float = NOW) -> list[Record]:
     ]
 
 
-def populated_store(path: Path, now: float = NOW) -> SQLiteStore:
-    store = SQLiteStore(path)
+def populated_store(location: str | Path, now: float = NOW) -> Store:
+    """The store at `location` (a SQLite file or a Postgres URL) with these rows written."""
+    store = open_store(str(location))
     store.write_batch(records(now))
     return store

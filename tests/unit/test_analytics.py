@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +30,7 @@ from proxy.analytics import (
 from proxy.analytics.top import bar
 from proxy.analytics.traffic import bucket_width
 from proxy.events import LearningEvent
-from proxy.store import SQLiteStore
+from proxy.store import Store
 
 from .analytics_rows import NOW, decision, populated_store
 
@@ -47,14 +46,14 @@ def wilson(k: float, n: int) -> tuple[float, float]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = populated_store(tmp_path / "autoroute.db")
+def store(store_location: str) -> Iterator[Store]:
+    s = populated_store(store_location)
     yield s
     s.close()
 
 
 @pytest.fixture
-def data(store: SQLiteStore) -> WindowData:
+def data(store: Store) -> WindowData:
     return load_window(store, WINDOW)
 
 
@@ -69,7 +68,7 @@ def test_the_window_holds_its_requests_with_their_attempts_and_feedback(data: Wi
     assert data.requests[1].feedback_task == "math" and not data.truncated
 
 
-def test_a_truncated_read_keeps_the_newest_decisions_and_their_attempts(store: SQLiteStore) -> None:
+def test_a_truncated_read_keeps_the_newest_decisions_and_their_attempts(store: Store) -> None:
     data = load_window(store, WINDOW, limit=2)
     assert data.truncated and [r.request_id for r in data.requests] == ["r4", "r5"]
     assert [a.model for a in data.attempts] == ["frontier", "mini"]
@@ -198,7 +197,7 @@ def test_recent_decisions_newest_first(data: WindowData) -> None:
     assert recent[0].feedback_score == 0.5 and recent[1].cost_usd is None
 
 
-def test_empty_window_gives_empty_analyses(store: SQLiteStore) -> None:
+def test_empty_window_gives_empty_analyses(store: Store) -> None:
     data = load_window(store, Window(NOW + 10, NOW + 20))
     analysis = analyze(data)
     assert analysis.totals.requests == 0 and analysis.totals.success.rate is None
@@ -208,7 +207,7 @@ def test_empty_window_gives_empty_analyses(store: SQLiteStore) -> None:
     json.dumps(analysis.to_dict(), allow_nan=False)
 
 
-def test_learning_events_and_ab_summary_keep_to_the_window(store: SQLiteStore) -> None:
+def test_learning_events_and_ab_summary_keep_to_the_window(store: Store) -> None:
     store.write_batch([
         LearningEvent(NOW - 100, "promotion", "learned", "v2", "v1", {"dr": 0.7}, "better"),
         LearningEvent(NOW - 9000, "rejection", "learned", "v0", None, {}, "older"),
@@ -286,7 +285,7 @@ def test_feature_importance_that_fails_says_why() -> None:
     assert result.groups == {} and result.status == "not measured: matmul: dimension mismatch"
 
 
-def test_a_window_from_the_epoch_starts_its_series_at_its_first_request(store: SQLiteStore) -> None:
+def test_a_window_from_the_epoch_starts_its_series_at_its_first_request(store: Store) -> None:
     series = traffic_over_time(load_window(store, Window(0.0, NOW)))
     assert series.bucket_s == 300 and series.buckets[0].start == math.floor((NOW - 7200) / 300) * 300
     assert series.requests == 6 and len(series.buckets) == 25 and series.buckets[0].requests == 1

@@ -189,7 +189,7 @@ def _build_embeddings(monkeypatch: pytest.MonkeyPatch) -> None:
 def _tune(monkeypatch: pytest.MonkeyPatch) -> None:
     import proxy.tuning
 
-    monkeypatch.setattr(proxy.tuning, "read_events", _raise(lambda db, since: db.parent))
+    monkeypatch.setattr(proxy.tuning, "read_events", _raise(lambda storage, data, since: data.root))
 
 
 def _report_ab(monkeypatch: pytest.MonkeyPatch) -> None:

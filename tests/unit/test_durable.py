@@ -1,5 +1,6 @@
 """Durable writes: a caller returns only after its synced commit, concurrent callers share one, failures reach
-every caller; the SQLite store commits them with synchronous=FULL and goes back to NORMAL."""
+every caller; the SQLite store commits them with synchronous=FULL and goes back to NORMAL; the Postgres store's
+survive a crash of the database server even where its default is synchronous_commit=off."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 
 from proxy.durable import DurableWriter, NotDurable
 from proxy.events import FeedbackRecord, Record
-from proxy.store import SQLiteStore
+from proxy.store import SQLiteStore, open_store
+
+from ..postgres import Cluster
 
 
 def feedback(n: int) -> FeedbackRecord:
@@ -104,3 +107,18 @@ def test_the_sqlite_store_commits_durable_writes_with_full_sync(tmp_path: Path) 
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert [r["comment"] for n in (1, 2, 3) for r in store.feedback(f"r{n}")] == ["c1", "c2", "c3"]
     store.close()
+
+
+def test_the_postgres_store_commits_durable_writes_synchronously_whatever_the_server_default(postgres: Cluster) -> None:
+    url = postgres.new_database()
+    database = url.rsplit("/", 1)[1]
+    postgres.sql(f"ALTER DATABASE {database} SET synchronous_commit TO off", "postgres")
+    store = open_store(url)
+    store.write_durable([feedback(n) for n in range(20)])
+    postgres.crash_and_restart()  # at once: an asynchronous commit's WAL would still be in the server's buffers
+    store.close()
+    store = open_store(url)
+    try:
+        assert [r["comment"] for n in range(20) for r in store.feedback(f"r{n}")] == [f"c{n}" for n in range(20)]
+    finally:
+        store.close()

@@ -6,15 +6,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.events import DecisionRecord, PerformanceRecord, Record
 from proxy.recorder import Recorder
-from proxy.store import SQLiteStore
+from proxy.store import Store, open_store
+
+from ..stores import count
 
 
 def decision(request_id: str) -> DecisionRecord:
@@ -112,7 +112,7 @@ class FakeStore:
 class CountingStore:
     """Wraps a real store and counts write_batch calls."""
 
-    def __init__(self, inner: SQLiteStore) -> None:
+    def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.batch_sizes: list[int] = []
 
@@ -162,9 +162,8 @@ def test_small_batches_flush_after_interval_without_flush_call() -> None:
     asyncio.run(main())
 
 
-def test_stop_writes_everything_to_real_store(tmp_path: Path) -> None:
-    path = tmp_path / "rec.db"
-    counting = CountingStore(SQLiteStore(path))
+def test_stop_writes_everything_to_real_store(store_location: str) -> None:
+    counting = CountingStore(open_store(store_location))
 
     async def main() -> None:
         rec = Recorder(counting, queue_size=10_000, batch_size=500)  # type: ignore[arg-type]
@@ -178,9 +177,7 @@ def test_stop_writes_everything_to_real_store(tmp_path: Path) -> None:
 
     asyncio.run(main())
     counting.inner.close()
-    with closing(sqlite3.connect(path)) as conn:
-        n_dec = conn.execute("SELECT count(*) FROM routing_decisions").fetchone()[0]
-        n_perf = conn.execute("SELECT count(*) FROM model_performance").fetchone()[0]
+    n_dec, n_perf = count(store_location, "routing_decisions"), count(store_location, "model_performance")
     assert n_dec + n_perf == 5000 and n_dec == 2500
     assert sum(counting.batch_sizes) == 5000 and max(counting.batch_sizes) <= 500
     assert len(counting.batch_sizes) == 10

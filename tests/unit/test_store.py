@@ -1,3 +1,5 @@
+"""The store on both back ends (`store_location`: a SQLite file, a Postgres schema), and what only SQLite has."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -5,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,12 @@ from typing import Any
 import pytest
 
 from proxy.events import DecisionRecord, FeedbackRecord, PerformanceRecord
-from proxy.store import SQLiteStore, open_store, routing_rule_rows
-from proxy.store_schema import MIGRATIONS_LIST, apply_migrations
+from proxy.store import SQLiteStore, Store, open_store, routing_rule_rows
+from proxy.store_schema import MIGRATIONS_LIST
 from router_plugins.registry import parse_registry
+
+from ..postgres import Cluster
+from ..stores import DB_ERRORS, columns, count, execute, migrate, tables_and_indexes
 
 
 def decision(request_id: str = "req-1", **kw: Any) -> DecisionRecord:
@@ -71,23 +77,21 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path):
-    s = SQLiteStore(db_path)
+def store(store_location: str) -> Iterator[Store]:
+    s = open_store(store_location)
     yield s
     s.close()
 
 
-def columns(path: Path, table: str) -> list[str]:
-    with closing(sqlite3.connect(path)) as conn:
-        return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-
-
-def test_creates_parent_dir_and_tables(store: SQLiteStore, db_path: Path) -> None:
+def test_creates_parent_dir(db_path: Path) -> None:
+    SQLiteStore(db_path).close()
     assert db_path.exists()
-    with closing(sqlite3.connect(db_path)) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"_migrations", "routing_decisions", "model_performance", "feedback", "model_routing_rules"} <= tables
+
+
+def test_creates_tables_and_indexes(store: Store, store_location: str) -> None:
+    tables, indexes = tables_and_indexes(store_location)
+    assert {"_migrations", "routing_decisions", "model_performance", "feedback", "model_routing_rules",
+            "learning_events", "shared_artifacts", "shared_pointers"} <= tables  # fmt: skip
     assert {
         "idx_routing_decisions_created_at",
         "idx_routing_decisions_task",
@@ -98,33 +102,46 @@ def test_creates_parent_dir_and_tables(store: SQLiteStore, db_path: Path) -> Non
     } <= indexes
 
 
-def test_migrations_are_idempotent(db_path: Path) -> None:
-    first = SQLiteStore(db_path)
+def test_migrations_are_idempotent(store_location: str) -> None:
+    first = open_store(store_location)
     first.write_batch([decision()])
     first.close()
-    second = SQLiteStore(db_path)
+    second = open_store(store_location)
     try:
         assert second.applied_migrations() == [name for name, _ in MIGRATIONS_LIST]
         assert second.decision_exists("req-1")  # reopening did not recreate tables
     finally:
         second.close()
-    with closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS_LIST)
+    assert count(store_location, "_migrations") == len(MIGRATIONS_LIST)
 
 
-def test_language_migration_upgrades_an_existing_database(db_path: Path) -> None:
-    from sqlite_utils import Database
+def test_processes_starting_together_migrate_once(store_location: str) -> None:
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(open_store(store_location))
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in opened:
+        s.close()
+    assert not errors and len(opened) == 4
+    assert count(store_location, "_migrations") == len(MIGRATIONS_LIST)
 
 
-    db_path.parent.mkdir(parents=True)
-    old = Database(db_path)
-    assert apply_migrations(old, MIGRATIONS_LIST[:2]) == ["0001_initial", "0002_learning"]
-    old.execute("INSERT INTO routing_decisions (request_id, created_at) VALUES ('before', 1.0)")
-    old.conn.commit()
-    old.close()
-    assert "language" not in columns(db_path, "routing_decisions")
+def test_language_migration_upgrades_an_existing_database(store_location: str) -> None:
+    assert migrate(store_location, MIGRATIONS_LIST[:2]) == ["0001_initial", "0002_learning"]
+    execute(store_location, "INSERT INTO routing_decisions (request_id, created_at) VALUES ('before', 1.0)")
+    assert "language" not in columns(store_location, "routing_decisions")
 
-    store = SQLiteStore(db_path)
+    store = open_store(store_location)
     try:
         assert "0003_language" in store.applied_migrations()
         store.write_batch([decision("after", language="zh")])
@@ -135,27 +152,29 @@ def test_language_migration_upgrades_an_existing_database(db_path: Path) -> None
         store.close()
 
 
-def test_every_record_field_has_a_column(store: SQLiteStore, db_path: Path) -> None:
+def test_every_record_field_has_a_column(store: Store, store_location: str) -> None:
     # A new field in proxy.events without a migration would make every batch fail.
     for cls, table in [
         (DecisionRecord, "routing_decisions"),
         (PerformanceRecord, "model_performance"),
         (FeedbackRecord, "feedback"),
     ]:
-        missing = {f.name for f in dataclasses.fields(cls)} - set(columns(db_path, table))
+        missing = {f.name for f in dataclasses.fields(cls)} - set(columns(store_location, table))
         assert not missing, f"{table} lacks columns {missing}"
-    assert columns(db_path, "model_routing_rules") == [
+    assert columns(store_location, "model_routing_rules") == [
         "id", "version", "created_at", "task", "model", "adjustment", "source"
     ]
 
 
-def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
+def test_wal_mode_is_on(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
     assert store.journal_mode() == "wal"
+    store.close()
     with closing(sqlite3.connect(db_path)) as conn:  # persistent, seen by other connections
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_decision_round_trip(store: SQLiteStore) -> None:
+def test_decision_round_trip(store: Store) -> None:
     rec = decision(needs_clarification=True, stream=False, language="pt")
     store.write_batch([rec])
     row = store.decision("req-1")
@@ -165,7 +184,7 @@ def test_decision_round_trip(store: SQLiteStore) -> None:
     assert store.decision("missing") is None
 
 
-def test_performance_round_trip_and_order(store: SQLiteStore) -> None:
+def test_performance_round_trip_and_order(store: Store) -> None:
     store.write_batch([perf(attempt=3), perf(attempt=1, stream=True)])
     store.write_batch(
         [
@@ -183,7 +202,7 @@ def test_performance_round_trip_and_order(store: SQLiteStore) -> None:
     assert store.performance("nope") == []
 
 
-def test_feedback_round_trip(store: SQLiteStore) -> None:
+def test_feedback_round_trip(store: Store) -> None:
     fb = FeedbackRecord("req-1", 1.0, 0.5, label="good", extra={"tags": ["a", "b"], "n": 1})
     store.write_batch([fb, FeedbackRecord("req-1", 2.0, -1.0)])
     rows = store.feedback("req-1")
@@ -192,7 +211,7 @@ def test_feedback_round_trip(store: SQLiteStore) -> None:
     assert rows[0]["label"] == "good" and rows[1]["extra"] == {} and rows[1]["source"] == "api"
 
 
-def test_decision_upsert_replaces_row(store: SQLiteStore, db_path: Path) -> None:
+def test_decision_upsert_replaces_row(store: Store, store_location: str) -> None:
     store.write_batch([decision(status="partial", attempts=1)])
     store.write_batch([decision(status="success", attempts=2, selected_model="model-b")])
     row = store.decision("req-1")
@@ -201,11 +220,10 @@ def test_decision_upsert_replaces_row(store: SQLiteStore, db_path: Path) -> None
     # Within one batch the last write wins too.
     store.write_batch([decision("req-2", attempts=1), decision("req-2", attempts=3)])
     assert store.decision("req-2")["attempts"] == 3  # type: ignore[index]
-    with closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM routing_decisions").fetchone()[0] == 2
+    assert count(store_location, "routing_decisions") == 2
 
 
-def test_decision_exists(store: SQLiteStore) -> None:
+def test_decision_exists(store: Store) -> None:
     assert not store.decision_exists("req-1")
     store.write_batch([perf()])  # performance rows alone do not make a decision
     assert not store.decision_exists("req-1")
@@ -213,7 +231,7 @@ def test_decision_exists(store: SQLiteStore) -> None:
     assert store.decision_exists("req-1")
 
 
-def test_quotes_and_sql_in_ids_round_trip(store: SQLiteStore) -> None:
+def test_quotes_and_sql_in_ids_round_trip(store: Store) -> None:
     nasty = "x'); DROP TABLE routing_decisions; --\"`"
     store.write_batch([decision(nasty), perf(nasty), FeedbackRecord(nasty, 1.0, 1.0)])
     assert store.decision_exists(nasty)
@@ -222,9 +240,9 @@ def test_quotes_and_sql_in_ids_round_trip(store: SQLiteStore) -> None:
     assert not store.decision_exists("x")
 
 
-def test_batch_is_one_transaction(store: SQLiteStore) -> None:
+def test_batch_is_one_transaction(store: Store) -> None:
     bad = perf(request_id=None)  # type: ignore[arg-type]  # violates NOT NULL
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DB_ERRORS):
         store.write_batch([decision(), perf(), bad])
     assert not store.decision_exists("req-1")
     assert store.performance("req-1") == []
@@ -232,23 +250,23 @@ def test_batch_is_one_transaction(store: SQLiteStore) -> None:
     assert store.decision_exists("req-1")
 
 
-def test_write_batch_rejects_unknown_types(store: SQLiteStore) -> None:
+def test_write_batch_rejects_unknown_types(store: Store) -> None:
     with pytest.raises(TypeError):
         store.write_batch([decision(), {"request_id": "x"}])  # type: ignore[list-item]
     assert not store.decision_exists("req-1")
     store.write_batch([])
 
 
-def test_check_writable_ok(store: SQLiteStore) -> None:
+def test_check_writable_ok(store: Store) -> None:
     store.check_writable()
     store.check_writable()
     store.write_batch([decision()])  # the probe left no transaction open
 
 
-def test_check_writable_fails_when_closed(db_path: Path) -> None:
-    s = SQLiteStore(db_path)
+def test_check_writable_fails_when_closed(store_location: str) -> None:
+    s = open_store(store_location)
     s.close()
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(DB_ERRORS):
         s.check_writable()
     s.close()  # idempotent
 
@@ -294,7 +312,7 @@ def test_unwritable_path_fails_at_open(tmp_path: Path) -> None:
         SQLiteStore(blocker / "autoroute.db")
 
 
-def test_concurrent_threads(store: SQLiteStore) -> None:
+def test_concurrent_threads(store: Store) -> None:
     errors: list[BaseException] = []
 
     def writer() -> None:
@@ -329,13 +347,48 @@ def test_open_store(tmp_path: Path) -> None:
     u = open_store(f"sqlite:///{tmp_path / 'b.db'}")  # absolute path -> sqlite:////...
     assert isinstance(u, SQLiteStore) and u.path == tmp_path / "b.db"
     u.close()
-    with pytest.raises(NotImplementedError, match="postgres storage is not built yet"):
-        open_store("postgresql://user@localhost/autoroute")
     with pytest.raises(ValueError):
         open_store("mysql://localhost/x")
 
 
-def test_labelled_outcomes_and_latency_samples(store: SQLiteStore) -> None:
+def test_open_store_on_postgres(postgres: Cluster) -> None:
+    from proxy.store_postgres import PostgresStore
+
+    _, url = postgres.new_schema()
+    s = open_store(url.replace("postgresql://", "postgres://"))
+    assert isinstance(s, PostgresStore) and s.path is None and s.shares_artifacts
+    s.close()
+    s.close()  # idempotent
+
+
+def test_an_unreachable_database_fails_at_open_and_says_where() -> None:
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError, match="127.0.0.1"):
+        open_store("postgresql://nobody@127.0.0.1:1/autoroute")
+
+
+def test_text_with_nul_characters_is_stored(store: Store) -> None:
+    # Postgres text cannot hold NUL: one odd prompt must not fail the batch of telemetry it travels in.
+    store.write_batch([decision("n\x00ul", prompt_text="a\x00b"), FeedbackRecord("n\x00ul", 1.0, 1.0, comment="c\x00")])
+    assert store.decision_exists("n\x00ul")
+    row = store.decision("n\x00ul")
+    assert row is not None and row["prompt_text"] in ("a\x00b", "a\ufffdb")
+    assert len(store.feedback("n\x00ul")) == 1
+
+
+def test_published_artifacts_and_the_current_version_of_each_kind(store: Store) -> None:
+    assert store.shared_pointers() == {} and store.artifact_content("learned", "v1") is None
+    store.publish_artifact("learned", "v1", b"\x00one")
+    store.publish_artifact("thresholds", "t1", b"{}")
+    store.publish_artifact("learned", "v2", b"two")
+    assert store.shared_pointers() == {"learned": "v2", "thresholds": "t1"}
+    store.publish_artifact("learned", "v1", b"changed")  # pinned back: a version's bytes never change
+    assert store.shared_pointers()["learned"] == "v1"
+    assert store.artifact_content("learned", "v1") == b"\x00one" and store.artifact_content("learned", "v2") == b"two"
+
+
+def test_labelled_outcomes_and_latency_samples(store: Store) -> None:
     store.write_batch([
         decision("a", selected_model="model-2", prompt_chars=100), perf("a", 1, outcome="failure", latency_ms=5.0),
         perf("a", 2, latency_ms=250.0, cost_usd=0.003),
@@ -349,7 +402,7 @@ def test_labelled_outcomes_and_latency_samples(store: SQLiteStore) -> None:
     assert sorted(store.latency_samples()) == [("model-1", 7, 80.0), ("model-2", 100, 250.0)], "successes only"
 
 
-def test_task_labels_take_the_newest_label_of_each_prompt(store: SQLiteStore) -> None:
+def test_task_labels_take_the_newest_label_of_each_prompt(store: Store) -> None:
     store.write_batch([
         decision("a", prompt_text="integrate x squared"), FeedbackRecord("a", 1.0, None, extra={"task": "writing"}),
         FeedbackRecord("a", 2.0, None, extra={"task": "math"}), FeedbackRecord("a", 3.0, 0.9),
@@ -387,7 +440,7 @@ def test_routing_rule_rows_are_the_rules_in_force() -> None:
     ], "config order; disabled rules and candidates are not in force"  # fmt: skip
 
 
-def test_routing_rules_of_a_registry_version_are_stored_once(store: SQLiteStore) -> None:
+def test_routing_rules_of_a_registry_version_are_stored_once(store: Store) -> None:
     registry = parse_registry(RULES_CONFIG)
     rows = routing_rule_rows(registry)
     store.save_routing_rules(registry.version, rows)
