@@ -113,6 +113,17 @@ Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 """One transaction's statements, each with the parameter rows it is executed for (`executemany`)."""
 
 
+
+_SESSION_FEEDBACK = f"""(
+    SELECT COALESCE(t.session_origin, f.request_id) AS origin, AVG(f.score) AS quality
+    FROM {FEEDBACK} f LEFT JOIN {DECISIONS} t ON t.request_id = f.request_id
+    WHERE f.score IS NOT NULL GROUP BY COALESCE(t.session_origin, f.request_id)
+)"""
+"""The mean score per choosing decision: a session's turns that kept their model count toward the decision that
+chose it (`session_origin`), so learning and off-policy estimates count one choice per session, not per turn."""
+_CHOOSING = "(d.session_origin IS NULL OR d.session_origin = d.request_id)"
+"""A decision that chose its model (not a session's turn that kept it)."""
+
 class SQLStore(AnalyticsQueries, Store):
     """Every query of the store; a back end subclasses it with its connection handling."""
 
@@ -201,13 +212,13 @@ class SQLStore(AnalyticsQueries, Store):
 
     def labelled_outcomes(self, limit: int = 200_000) -> list[dict[str, Any]]:
         sql = f"""
-            SELECT d.request_id, d.prompt_text, d.task, d.selected_model AS model, AVG(f.score) AS quality,
+            SELECT d.request_id, d.prompt_text, d.task, d.selected_model AS model, fb.quality,
                    (SELECT p.cost_usd FROM {PERFORMANCE} p
                      WHERE p.request_id = d.request_id AND p.model = d.selected_model AND p.outcome != 'failure'
                      ORDER BY p.attempt DESC LIMIT 1) AS cost_usd
-            FROM {DECISIONS} d JOIN {FEEDBACK} f ON f.request_id = d.request_id
-            WHERE d.status NOT IN ('failure', 'rejected') AND d.prompt_text IS NOT NULL AND f.score IS NOT NULL
-            GROUP BY d.request_id ORDER BY d.created_at DESC LIMIT ?"""
+            FROM {DECISIONS} d JOIN {_SESSION_FEEDBACK} fb ON fb.origin = d.request_id
+            WHERE d.status NOT IN ('failure', 'rejected') AND d.prompt_text IS NOT NULL AND {_CHOOSING}
+            ORDER BY d.created_at DESC LIMIT ?"""
         return self._rows(sql, [limit])
 
     def ab_outcomes(self, since: float | None = None) -> list[dict[str, Any]]:
@@ -215,12 +226,11 @@ class SQLStore(AnalyticsQueries, Store):
         # the sums and averages.
         sql = f"""
             SELECT d.request_id, d.created_at, d.ab_arm, d.task, d.status, d.propensity,
-                   (SELECT AVG(f.score) FROM {FEEDBACK} f
-                     WHERE f.request_id = d.request_id AND f.score IS NOT NULL) AS quality,
+                   fb.quality,
                    (SELECT SUM(p.cost_usd) FROM {PERFORMANCE} p WHERE p.request_id = d.request_id) AS cost_usd,
                    (SELECT p.latency_ms FROM {PERFORMANCE} p WHERE p.request_id = d.request_id
                      ORDER BY p.attempt DESC, p.id DESC LIMIT 1) AS latency_ms
-            FROM {DECISIONS} d
+            FROM {DECISIONS} d LEFT JOIN {_SESSION_FEEDBACK} fb ON fb.origin = d.request_id
             WHERE d.ab_arm IS NOT NULL AND d.created_at >= ?
             ORDER BY d.created_at, d.request_id"""
         return self._rows(sql, [_since(since)])
@@ -265,11 +275,11 @@ class SQLStore(AnalyticsQueries, Store):
             SELECT * FROM (
                 SELECT d.request_id, d.created_at, d.prompt_text, d.task, d.preference, d.routed_model,
                        d.selected_model, d.propensity, d.ab_arm, d.router_name, d.alternatives,
-                       AVG(f.score) AS quality,
+                       fb.quality,
                        (SELECT SUM(p.cost_usd) FROM {PERFORMANCE} p WHERE p.request_id = d.request_id) AS cost_usd
-                FROM {DECISIONS} d JOIN {FEEDBACK} f ON f.request_id = d.request_id
-                WHERE d.requested_model LIKE 'auto%' AND d.status = 'success' AND f.score IS NOT NULL
-                GROUP BY d.request_id ORDER BY d.created_at DESC LIMIT ?
+                FROM {DECISIONS} d JOIN {_SESSION_FEEDBACK} fb ON fb.origin = d.request_id
+                WHERE d.requested_model LIKE 'auto%' AND d.status = 'success' AND {_CHOOSING}
+                ORDER BY d.created_at DESC LIMIT ?
             ) AS newest ORDER BY created_at"""
         rows = self._rows(sql, [limit])
         for row in rows:

@@ -402,6 +402,25 @@ def test_labelled_outcomes_and_latency_samples(store: Store) -> None:
     assert sorted(store.latency_samples()) == [("model-1", 7, 80.0), ("model-2", 100, 250.0)], "successes only"
 
 
+def test_a_sessions_turns_count_toward_the_decision_that_chose_its_model(store: Store) -> None:
+    """Learning and off-policy estimates count sessions, not turns: feedback on a turn that kept its model is the
+    choosing decision's; the kept turns are no decisions of their own."""
+    store.write_batch([
+        decision("s1", session_id="s", session_origin="s1", created_at=1.0), perf("s1", 1, cost_usd=0.001),
+        decision("s2", session_id="s", session_origin="s1", router_name="session", created_at=2.0),
+        decision("s3", session_id="s", session_origin="s1", router_name="session", created_at=3.0),
+        FeedbackRecord("s1", 4.0, 1.0), FeedbackRecord("s3", 5.0, 0.0),
+        decision("solo", created_at=6.0), FeedbackRecord("solo", 7.0, 0.5),
+    ])  # fmt: skip
+
+    labelled = {r["request_id"]: r["quality"] for r in store.labelled_outcomes()}
+    logged = {r["request_id"]: r["quality"] for r in store.logged_decisions()}
+    ab = {r["request_id"]: r["quality"] for r in store.ab_outcomes()}
+
+    assert labelled == logged == {"s1": pytest.approx(0.5), "solo": pytest.approx(0.5)}
+    assert ab["s1"] == pytest.approx(0.5) and ab["solo"] == pytest.approx(0.5)
+
+
 def test_task_labels_take_the_newest_label_of_each_prompt(store: Store) -> None:
     store.write_batch([
         decision("a", prompt_text="integrate x squared"), FeedbackRecord("a", 1.0, None, extra={"task": "writing"}),
