@@ -55,11 +55,19 @@ def _data_dir(args: argparse.Namespace) -> DataDir:
     return DataDir.resolve(args.config, args.data_dir)
 
 
-def _existing_store(args: argparse.Namespace, data_dir: DataDir) -> Store | None:
-    """The config's store (`storage.url`, else the data directory's file); None where opening would create one."""
+def _existing_store(args: argparse.Namespace) -> tuple[DataDir, Store] | str:
+    """The data directory and the config's store (`storage.url`, else the data directory's file); or why not (a bad
+    config, or no store yet: opening one would create it)."""
+    from router_plugins.schema import ConfigError
+
     from .store import configured_storage, open_configured_store
 
-    return open_configured_store(configured_storage(args.config), data_dir, create=False)
+    try:
+        data_dir = _data_dir(args)
+        store = open_configured_store(configured_storage(args.config), data_dir, create=False)
+    except (ConfigError, ValueError) as exc:
+        return str(exc)
+    return (data_dir, store) if store is not None else f"no store at {data_dir.db}"
 
 
 def _importance(args: argparse.Namespace, data_dir: DataDir, store: AnalyticsStore,
@@ -79,7 +87,6 @@ def _importance(args: argparse.Namespace, data_dir: DataDir, store: AnalyticsSto
 
 
 def _report(args: argparse.Namespace) -> int:
-    from router_plugins.schema import ConfigError
 
     from .analytics import Window, analyze, load_window
     from .analytics.html import write_report
@@ -91,12 +98,12 @@ def _report(args: argparse.Namespace) -> int:
     try:
         now = time.time()
         window = Window(parse_since(args.since, now), now)
-        data_dir = _data_dir(args)
-        store = _existing_store(args, data_dir)
-    except (ConfigError, ValueError) as exc:
+    except ValueError as exc:
         return _fail(str(exc))
-    if store is None:
-        return _fail(f"no store at {data_dir.db}")
+    opened = _existing_store(args)
+    if isinstance(opened, str):
+        return _fail(opened)
+    data_dir, store = opened
     try:
         data = load_window(store, window)
         importance = _importance(args, data_dir, store, {r.request_id for r in data.requests})
@@ -115,20 +122,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _top(args: argparse.Namespace) -> int:
-    from router_plugins.schema import ConfigError
 
     from .analytics import Window, load_window
     from .analytics.top import render_top, run_top
 
     if args.window <= 0 or args.interval <= 0 or (args.iterations is not None and args.iterations < 1):
         return _fail("top: -w, --interval and --iterations must be positive")
-    try:
-        data_dir = _data_dir(args)
-        store = _existing_store(args, data_dir)
-    except (ConfigError, ValueError) as exc:
-        return _fail(str(exc))
-    if store is None:
-        return _fail(f"no store at {data_dir.db}")
+    opened = _existing_store(args)
+    if isinstance(opened, str):
+        return _fail(opened)
+    _, store = opened
 
     def frame() -> str:
         return render_top(load_window(store, Window.last(args.window * 3600)), args.window)

@@ -113,7 +113,6 @@ Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 """One transaction's statements, each with the parameter rows it is executed for (`executemany`)."""
 
 
-
 _SESSION_FEEDBACK = f"""(
     SELECT COALESCE(t.session_origin, f.request_id) AS origin, AVG(f.score) AS quality
     FROM {FEEDBACK} f LEFT JOIN {DECISIONS} t ON t.request_id = f.request_id
@@ -123,6 +122,7 @@ _SESSION_FEEDBACK = f"""(
 chose it (`session_origin`), so learning and off-policy estimates count one choice per session, not per turn."""
 _CHOOSING = "(d.session_origin IS NULL OR d.session_origin = d.request_id)"
 """A decision that chose its model (not a session's turn that kept it)."""
+
 
 class SQLStore(AnalyticsQueries, Store):
     """Every query of the store; a back end subclasses it with its connection handling."""
