@@ -13,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     HF_HUB_OFFLINE=1 \
-    TOKENIZERS_PARALLELISM=false
+    TOKENIZERS_PARALLELISM=false \
+    AUTOROUTE_STORE=sqlite:////data/autoroute.db
 
 # cpu: torch's CPU build, hash-checked like everything else. Anything else (cu126, cu128, ...) names the CUDA wheel
 # index of that variant: torch and its NVIDIA libraries then come from there, without hashes.

@@ -55,3 +55,19 @@ def test_the_container_installs_the_lock_with_hashes_before_the_code() -> None:
     assert dockerfile.index("COPY requirements.lock") < lock_install < dockerfile.index("COPY proxy")
     assert "ARG TORCH_VARIANT=cpu" in dockerfile and "download.pytorch.org/whl/cpu" in dockerfile
     assert '"--config", "/app/deploy/config.yaml", "--host", "0.0.0.0"' in dockerfile
+
+
+def test_the_compose_file_runs_two_replicas_on_one_postgres() -> None:
+    import yaml
+
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    gateways = {name: s for name, s in services.items() if name.startswith("gateway")}
+    base = gateways["gateway-a"]
+
+    assert len(gateways) == 2 and "postgres" in services
+    stores = {g.get("environment", base["environment"])["AUTOROUTE_STORE"] for g in gateways.values()}
+    assert len(stores) == 1 and stores.pop().startswith("postgresql://"), "one shared store"
+    assert len({tuple(g["volumes"]) for g in gateways.values()}) == 2, "a data volume each"
+    assert base["environment"]["AUTOROUTE_API_KEY"].startswith("${AUTOROUTE_API_KEY:?"), "no key, no start"
+    config = yaml.safe_load((ROOT / "deploy" / "config.yaml").read_text())
+    assert config["storage"]["url_env"] == "AUTOROUTE_STORE" and config["auth"]["api_key_envs"]
