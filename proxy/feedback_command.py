@@ -37,7 +37,7 @@ def _feedback(args: argparse.Namespace) -> int:
     from router_plugins.schema import ConfigError
 
     from .events import FeedbackRecord
-    from .store import open_store
+    from .store import open_configured_store, redacted, store_location
 
     try:
         registry = load_registry(args.config)
@@ -54,12 +54,16 @@ def _feedback(args: argparse.Namespace) -> int:
     if args.task is not None and args.task not in tasks:
         return _fail(f"--task must be one of the registry's task types: {', '.join(tasks)}")
     data = DataDir.resolve(registry, args.data_dir)
-    if not data.db.exists():
+    try:
+        store = open_configured_store(registry.storage, data, create=False)  # the config's store: SQLite or Postgres
+        where = redacted(store_location(registry.storage, data))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if store is None:
         return _fail(f"no store at {data.db}: nothing was routed with this config's data directory")
-    store = open_store(str(data.db))
     try:
         if not store.decision_exists(args.request_id):
-            return _fail(f"no request with id {args.request_id!r} was routed with {data.db}")
+            return _fail(f"no request with id {args.request_id!r} was routed with {where}")
         extra = {"task": args.task} if args.task is not None else {}
         record = FeedbackRecord(args.request_id, time.time(), score, label, args.comment, FEEDBACK_SOURCE, extra)
         store.write_durable([record])

@@ -204,6 +204,12 @@ def _window_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SQLiteStore, "window_decisions", _raise(lambda store, *a: store.path.parent))
 
 
+def _feedback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.store import SQLiteStore
+
+    monkeypatch.setattr(SQLiteStore, "decision_exists", _raise(lambda store, request_id: store.path.parent))
+
+
 def _eval_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     import router_plugins.outcomes
     from router_plugins.classify import StaticEmbedder
@@ -235,6 +241,7 @@ COMMANDS: dict[str, tuple[list[str], Callable[[pytest.MonkeyPatch], None]]] = {
     "report ab": (["report", "ab"], _report_ab),
     "report": (["report", "--html", "report.html"], _window_reads),
     "top": (["top"], _window_reads),
+    "feedback": (["feedback", "req-1", "--score", "1"], _feedback),
     "eval offline": (
         ["eval", "offline", "--train", "t", "--test", "t", "--router", "static-rules", "--tasks", "dataset"],
         _eval_offline,
