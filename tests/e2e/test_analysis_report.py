@@ -18,7 +18,7 @@ from .conftest import Gateway
 GAP_S = 0.5
 SENT = [
     ("Write a Python function that merges two sorted lists.", "coder"),
-    ("hello!", "mini"),
+    ("Good morning, report reader! How are you today?", "mini"),  # its label must not touch other tests' prompts
     ("Solve for x: 3x + 7 = 22", "mathematician"),
 ]
 

@@ -95,7 +95,7 @@ def test_an_int_is_accepted_where_a_float_is_expected() -> None:
     [
         ("storage: {prompt_text: everything}", "storage.prompt_text", "'everything'"),
         ("router: {default_preference: fastest}", "router.default_preference", "'fastest'"),
-        ("storage: {backend: postgres}", "storage.backend", "'postgres'"),
+        ("storage: {backend: mysql}", "storage.backend", "'mysql'"),
     ],
 )
 def test_literal_values_are_checked(section: str, path: str, value: str) -> None:
