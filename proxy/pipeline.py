@@ -300,6 +300,8 @@ class Pipeline:
         classification = await self._classify(runtime, text) if request.is_auto else engine.classify(text)
         stored = kept_prompt(engine.registry.storage, text)
         turn = self._sessions.open(request, engine.registry.router.sessions) if request.is_auto else None
+        if turn is not None and turn.pin is None and turn.reusable:
+            turn = self._sessions.recall(turn, await self._recorder.session_pin(turn.key.value))
         try:
             if turn is not None and turn.pin is not None:
                 now, pinned = time.monotonic(), turn.pin.model

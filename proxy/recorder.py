@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.events import DecisionRecord, Record
 from proxy.store_api import RequestStore
@@ -133,6 +134,14 @@ class Recorder:
         if request_id in self._recent:
             return True
         return await asyncio.to_thread(self._store.decision_exists, request_id)
+
+    async def session_pin(self, session_id: str) -> dict[str, Any] | None:
+        """The store's view of a session (`Store.session_pin`); None when the store cannot say."""
+        try:
+            return await asyncio.to_thread(self._store.session_pin, session_id)
+        except Exception:  # noqa: BLE001 - a session the store cannot recall is routed afresh, never refused
+            logger.warning("the store could not recall session %s", session_id, exc_info=True)
+            return None
 
     def _remember(self, request_id: str) -> None:
         self._recent[request_id] = None

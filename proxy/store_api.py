@@ -38,6 +38,12 @@ class RequestStore(Protocol):
 
     def decision(self, request_id: str) -> dict[str, Any] | None: ...
 
+    def session_pin(self, session_id: str) -> dict[str, Any] | None:
+        """A session's latest answered turn (`model`, `origin`, `task`) and how many times it moved (`switches`), or
+        None: how a process that did not serve the session's earlier turns (another worker or replica, a restart)
+        continues it."""
+        ...
+
     def performance(self, request_id: str) -> list[dict[str, Any]]:
         """Attempts for one request, ordered by attempt number."""
         ...

@@ -199,6 +199,17 @@ class SQLStore(AnalyticsQueries, Store):
         rows = self._select(DECISIONS, request_id, order_by=None)
         return rows[0] if rows else None
 
+    def session_pin(self, session_id: str) -> dict[str, Any] | None:
+        sql = f"""
+            SELECT d.selected_model AS model, d.session_origin AS origin, d.task,
+                   (SELECT COUNT(DISTINCT s.session_origin) FROM {DECISIONS} s
+                     WHERE s.session_id = ? AND s.session_origin IS NOT NULL) - 1 AS switches
+            FROM {DECISIONS} d
+            WHERE d.session_id = ? AND d.status = 'success' AND d.session_origin IS NOT NULL
+            ORDER BY d.created_at DESC LIMIT 1"""
+        rows = self._rows(sql, [session_id, session_id])
+        return rows[0] if rows else None
+
     def performance(self, request_id: str) -> list[dict[str, Any]]:
         return self._select(PERFORMANCE, request_id, order_by="attempt, id")
 

@@ -170,6 +170,7 @@ def _m0007_sessions(execute: Execute) -> None:
     execute(f"ALTER TABLE {DECISIONS} ADD COLUMN session_id TEXT")
     execute(f"ALTER TABLE {DECISIONS} ADD COLUMN session_origin TEXT")
     execute(f"CREATE INDEX IF NOT EXISTS idx_decisions_session_origin ON {DECISIONS} (session_origin)")
+    execute(f"CREATE INDEX IF NOT EXISTS idx_decisions_session_id ON {DECISIONS} (session_id, created_at)")
 
 
 MIGRATIONS_LIST: list[Migration] = [

@@ -120,6 +120,8 @@ class Turn:
 
     key: SessionKey
     pin: Pin | None
+    reusable: bool = False
+    """Whether an earlier turn's pin applies (an explicit key, or a continuation)."""
 
 
 class Sessions:
@@ -138,7 +140,17 @@ class Sessions:
             return None
         self.pins.ttl_s, self.pins.max_sessions = settings.idle_timeout_s, settings.max_sessions
         reusable = key.source == "explicit" or is_continuation(request)
-        return Turn(key, self.pins.get(key.value) if reusable else None)
+        return Turn(key, self.pins.get(key.value) if reusable else None, reusable)
+
+    def recall(self, turn: Turn, remembered: Mapping[str, Any] | None) -> Turn:
+        """`turn` continued from what the store remembers of its session (`model`, `origin`, `task`, `switches`),
+        when this process holds no pin for it: another worker or replica served its earlier turns, or it restarted."""
+        if turn.pin is not None or not turn.reusable or not remembered or not remembered.get("model"):
+            return turn
+        pin = Pin(str(remembered["model"]), str(remembered["origin"]), str(remembered.get("task") or ""),
+                  max(0, int(remembered.get("switches") or 0)))  # fmt: skip
+        self.pins.put(turn.key.value, pin)
+        return replace(turn, pin=pin)
 
     def served(
         self, turn: Turn, model: str, request_id: str, task: str, settings: SessionSettings

@@ -87,3 +87,21 @@ def test_escalation_never_goes_down() -> None:
     assert [m.name for m in at_least_as_capable(REGISTRY.models, big, "coding")] == ["small", "worse"], (
         "nothing is as capable: the others, best effort"
     )
+
+
+def test_a_session_another_process_served_is_recalled() -> None:
+    from router_plugins.registry import SessionSettings
+    from router_plugins.sessions import Sessions
+
+    sessions = Sessions()
+    turn = sessions.open(_request(SYSTEM, ASK, CALL, RESULT), SessionSettings())
+    assert turn is not None and turn.pin is None and turn.reusable
+
+    recalled = sessions.recall(turn, {"model": "big", "origin": "r0", "task": "coding", "switches": 1})
+
+    assert recalled.pin == Pin("big", "r0", "coding", 1, recalled.pin.used_at)  # type: ignore[union-attr]
+    assert sessions.open(_request(SYSTEM, ASK, CALL, RESULT), SessionSettings()).pin is not None  # type: ignore[union-attr]
+    first = sessions.open(_request(SYSTEM, {"role": "user", "content": "new"}), SessionSettings())
+    assert first is not None and sessions.recall(first, {"model": "big", "origin": "r0"}).pin is None, (
+        "a first turn is routed afresh"
+    )

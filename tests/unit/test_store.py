@@ -471,3 +471,18 @@ def test_routing_rules_of_a_registry_version_are_stored_once(store: Store) -> No
     assert all(r["version"] == registry.version and r["created_at"] > 0 for r in saved)
     assert [r["version"] for r in store.routing_rules()] == [registry.version] * 2 + ["older"]
     assert store.routing_rules("unknown") == []
+
+
+def test_a_session_is_recalled_from_the_store(store: Store) -> None:
+    """Another worker or replica continues a session from its rows: the latest answered turn's model and origin,
+    and how many times it moved."""
+    store.write_batch([
+        decision("t1", session_id="s", session_origin="t1", selected_model="a", created_at=1.0),
+        decision("t2", session_id="s", session_origin="t1", selected_model="a", created_at=2.0),
+        decision("t3", session_id="s", session_origin="t3", selected_model="b", created_at=3.0),
+        decision("t4", session_id="s", session_origin=None, selected_model="b", status="failure", created_at=4.0),
+        decision("other", session_id="o", session_origin="other", selected_model="c", created_at=5.0),
+    ])  # fmt: skip
+
+    assert store.session_pin("s") == {"model": "b", "origin": "t3", "task": "code", "switches": 1}
+    assert store.session_pin("nobody") is None
