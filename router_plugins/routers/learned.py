@@ -28,7 +28,7 @@ from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, Registry
 from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
-from .logistic import fit_selected
+from .logistic import C_GRID, fit_selected
 from .ranking import Estimate, Estimates, decide
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ _CODE = re.compile(r"```|\bdef |\breturn\b|\{|;\n|\bfunction\b|\bclass ")
 
 class LearnedRouter:
     name = "learned"
+    c_grid: tuple[float, ...] = C_GRID
+    """Regularisation constants searched per model by CV inside the training data; one value fixes C."""
     needs_embeddings = False
     """It embeds with the static table itself; the transformer is not needed on the request path."""
 
@@ -115,7 +117,7 @@ class LearnedRouter:
     def fit(self, data: OutcomeSet) -> None:
         """Fit on `data` alone: each model's C is chosen by cross-validation inside `data` (see `logistic`)."""
         X = self.features(data.texts, data.tasks)
-        fitted = fit_selected(X, data.quality)
+        fitted = fit_selected(X, data.quality, self.c_grid)
         coef, intercept = fitted.coef, fitted.intercept
         self.regularisation = {m: float(c) for m, c in zip(data.models, fitted.C)}
         self.models = tuple(data.models)
