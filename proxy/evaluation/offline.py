@@ -62,6 +62,7 @@ def cross_validated_predictions(
     context: RouterContext | None = None,
     seed: int = 0,
     importance: list[dict[str, float]] | None = None,
+    table: RouterTable | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold predictions for every prompt, and the model each fold's train split ranks best.
 
@@ -73,7 +74,7 @@ def cross_validated_predictions(
     for test_idx in track(kfold_indices(len(data), folds, seed), f"{folds}-fold cross-validation", folds, "folds"):
         train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
         train = data.subset(train_idx)
-        router = fit_router(name, train, context=context)
+        router = fit_router(name, train, context=context, table=table)
         held_out = data.subset(test_idx)
         quality[test_idx], cost[test_idx] = predict(router, held_out)
         if importance is not None and hasattr(router, "feature_importance"):
@@ -212,11 +213,19 @@ def evaluate_split(
 
 
 def evaluate_cv(
-    name: str, data: OutcomeSet, folds: int, *, context: RouterContext | None = None, seed: int = 0
+    name: str,
+    data: OutcomeSet,
+    folds: int,
+    *,
+    context: RouterContext | None = None,
+    seed: int = 0,
+    table: RouterTable | None = None,
 ) -> dict[str, Any]:
+    """Pooled out-of-fold scores. Each fold's router is fitted on the other folds only, so whatever it selects
+    inside `fit` (the learned router's C) is selected by nested CV."""
     importance: list[dict[str, float]] = []
     quality, cost, train_quality = cross_validated_predictions(
-        name, data, folds, context=context, seed=seed, importance=importance
+        name, data, folds, context=context, seed=seed, importance=importance, table=table
     )
     report = score(name, data, quality, cost, train_quality)
     report["folds"] = folds

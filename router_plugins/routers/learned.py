@@ -1,13 +1,14 @@
 """The learned router: per-model success probability and cost predicted from the prompt, chosen by utility.
 
-Features: the prompt's static embedding (distilled MiniLM table, ~0.2 ms; on the routing-outcome sets it
-scores within 0.003 AIQ of the full transformer, at a hundredth of the cost), its log length, its task, and
-digit/code markers. Quality: one logistic regression per model on soft labels (the best of the families
-compared in docs/EVALUATION.md). Cost: per model, a linear fit of the recorded cost on prompt length, or the
-registry's prices when nothing was recorded. Latency: per model, log latency fitted on log prompt length from the
-gateway's own measurements, shrunk toward the registry's prior while measurements are few. A model with fewer than
-`learning.min_model_outcomes` training outcomes is predicted by its registry prior: a fit on a handful of
-outcomes (two feedback scores, say) would send all traffic wherever they happened to be good.
+Features: the prompt's static embedding (distilled MiniLM table, ~0.2 ms; on the routing-outcome sets it scores
+within 0.003 AIQ of the full transformer, at a hundredth of the cost), its log length, its task, and digit/code
+markers. Quality: one logistic regression per model on soft labels (the best of the families compared in
+docs/EVALUATION.md), each model's regularisation chosen by cross-validation inside the training data. Cost: per
+model, a linear fit of the recorded cost on prompt length, or the registry's prices when nothing was recorded.
+Latency: per model, log latency fitted on log prompt length from the gateway's own measurements, shrunk toward the
+registry's prior while measurements are few. A model with fewer than `learning.min_model_outcomes` training outcomes
+is predicted by its registry prior: a fit on a handful of outcomes (two feedback scores, say) would send all traffic
+wherever they happened to be good.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import numpy as np
 from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine, read_pointer, write_atomically, write_pointer
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
-from ..progress import track
 from ..registry import ModelEntry, Registry
 from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
+from .logistic import C_GRID, fit_selected
 from .ranking import Estimate, Estimates, decide
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,14 @@ POINTER_FILE = "learned-current.json"
 EXPECTED_COMPLETION_TOKENS = 300
 LATENCY_PRIOR_WEIGHT = 10.0
 """How many measurements the registry's latency prior is worth: with n measured calls the fit gets n / (n + 10)."""
-REGULARISATION_C = 0.3
-"""Chosen by 5-fold CV over 0.1-3 on all five sets and two fold seeds (bench/experiments/learned_variants.py)."""
 _DIGIT = re.compile(r"\d")
 _CODE = re.compile(r"```|\bdef |\breturn\b|\{|;\n|\bfunction\b|\bclass ")
 
 
 class LearnedRouter:
     name = "learned"
+    c_grid: tuple[float, ...] = C_GRID
+    """Regularisation constants searched per model by CV inside the training data; one value fixes C."""
     needs_embeddings = False
     """It embeds with the static table itself; the transformer is not needed on the request path."""
 
@@ -61,6 +62,8 @@ class LearnedRouter:
         self._min_outcomes = registry.learning.min_model_outcomes
         self.latency: dict[str, tuple[float, float, int]] = {}
         """Per model (a, b, n): log latency_ms ≈ a + b·log1p(prompt chars), fitted on n measured calls."""
+        self.regularisation: dict[str, float] = {}
+        """Per model, the C its logistic regression was fitted with (chosen by inner CV on the training data)."""
         self.version = "unfitted"
         self.trained_on = 0
         self._status = "not fitted"
@@ -112,27 +115,11 @@ class LearnedRouter:
     # -- training ---------------------------------------------------------------------------------------------
 
     def fit(self, data: OutcomeSet) -> None:
-        from sklearn.linear_model import LogisticRegression
-
+        """Fit on `data` alone: each model's C is chosen by cross-validation inside `data` (see `logistic`)."""
         X = self.features(data.texts, data.tasks)
-        coef = np.zeros((len(data.models), X.shape[1]))
-        intercept = np.zeros(len(data.models))
-        for j in track(range(len(data.models)), "fitting the learned router", unit="models"):
-            y = data.quality[:, j]
-            known = np.isfinite(y)
-            mean = float(y[known].mean()) if known.any() else 0.5
-            if known.sum() < 2 or np.all(y[known] == y[known][0]):
-                intercept[j] = _logit(mean)
-                continue
-            # Soft labels: each prompt counts as a success with weight q and as a failure with weight 1 − q.
-            Xk = X[known]
-            model = LogisticRegression(C=REGULARISATION_C, max_iter=300)
-            model.fit(
-                np.vstack([Xk, Xk]),
-                np.r_[np.ones(len(Xk)), np.zeros(len(Xk))],
-                sample_weight=np.r_[y[known], 1 - y[known]] + 1e-6,
-            )
-            coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
+        fitted = fit_selected(X, data.quality, self.c_grid)
+        coef, intercept = fitted.coef, fitted.intercept
+        self.regularisation = {m: float(c) for m, c in zip(data.models, fitted.C)}
         self.models = tuple(data.models)
         self._coef, self._intercept = coef, intercept
         self._counts = np.isfinite(data.quality).sum(axis=0).astype(np.float64)
@@ -267,7 +254,8 @@ class LearnedRouter:
         path = directory / f"learned-{self.version}.npz"
         meta = {
             "format": ARTIFACT_FORMAT, "version": self.version, "models": list(self.models), "tasks": self._tasks,
-            "trained_on": self.trained_on, "latency": {m: list(v) for m, v in self.latency.items()}, **(extra or {}),
+            "trained_on": self.trained_on, "regularisation": self.regularisation,
+            "latency": {m: list(v) for m, v in self.latency.items()}, **(extra or {}),
         }  # fmt: skip
         write_atomically(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,
                                                counts=self._counts, meta=np.array(json.dumps(meta))))  # fmt: skip
@@ -284,6 +272,7 @@ class LearnedRouter:
                 coef, intercept, cost, counts = data["coef"], data["intercept"], data["cost"], data["counts"]
             models, tasks = tuple(meta["models"]), list(meta["tasks"])
             version, trained_on = meta["version"], int(meta.get("trained_on", 0))
+            regularisation = {m: float(c) for m, c in meta.get("regularisation", {}).items()}
             latency = {m: (float(a), float(b), int(n)) for m, (a, b, n) in meta.get("latency", {}).items()}
             if coef.shape[0] != len(models) or intercept.shape != (len(models),) or counts.shape != (len(models),):
                 raise ValueError(f"arrays for {coef.shape[0]} models, the metadata names {len(models)}")
@@ -292,6 +281,7 @@ class LearnedRouter:
         except Exception as exc:  # noqa: BLE001 - whatever a damaged archive raises
             raise DamagedArtifact(f"{path} is not a usable learned-router artifact: {exc}") from exc
         self._coef, self._intercept, self._cost_coef, self._counts = coef, intercept, cost, counts
+        self.regularisation = regularisation
         self.models, self._tasks, self.version, self.trained_on, self.latency = (
             models,
             tasks,
@@ -325,8 +315,3 @@ def _price_estimate(model: ModelEntry | None, chars: np.ndarray) -> np.ndarray:
     if model is None or model.input_cost_per_mtok is None or model.output_cost_per_mtok is None:
         return np.full(len(chars), np.nan)
     return (chars / 4 * model.input_cost_per_mtok + EXPECTED_COMPLETION_TOKENS * model.output_cost_per_mtok) / 1e6
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-3), 1 - 1e-3)
-    return float(np.log(p / (1 - p)))

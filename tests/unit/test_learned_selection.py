@@ -1,0 +1,98 @@
+"""The learned router's regularisation is chosen inside the training data: the folds an evaluation reports are never
+used to fit or to score a candidate C."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proxy.evaluation.offline import evaluate_cv, registry_for
+from router_plugins.outcomes import OutcomeSet, kfold_indices, load_outcomes
+from router_plugins.routers import LearnedRouter, RouterContext, logistic
+
+from .test_learned_router import FIXTURES, bag_of_words, synthetic
+
+ID_COLUMN = 32
+"""The feature column holding each prompt's identity (after the 32 bag-of-words directions)."""
+
+
+def _identity(text: str) -> float:
+    return (zlib.crc32(text.encode()) % 100_003) / 100_003
+
+
+def tagged_embed(texts: Sequence[str]) -> np.ndarray:
+    """Bag of words plus one column that names the prompt, so every feature row can be traced back to its prompt."""
+    return np.hstack([bag_of_words(texts), np.array([[_identity(t)] for t in texts], dtype=np.float32)])
+
+
+@pytest.fixture
+def data() -> OutcomeSet:
+    return synthetic(load_outcomes(FIXTURES / "train.jsonl"), n=40)
+
+
+def test_cross_validation_never_selects_c_on_the_reported_folds(
+    data: OutcomeSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folds: list[list[tuple[str, set[float]]]] = []
+    real_select, real_fit, real_predict = logistic.fit_selected, logistic.fit_logistic, logistic.predict_logistic
+
+    def select(X: np.ndarray, Q: np.ndarray, *args: object) -> logistic.LogisticFit:
+        folds.append([])
+        return real_select(X, Q, *args)  # type: ignore[arg-type]
+
+    def fit(X: np.ndarray, Q: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray]:
+        folds[-1].append(("fit", {float(v) for v in np.asarray(X)[:, ID_COLUMN]}))
+        return real_fit(X, Q, *args)  # type: ignore[arg-type]
+
+    def predict(X: np.ndarray, *args: np.ndarray) -> np.ndarray:
+        folds[-1].append(("score", {float(v) for v in np.asarray(X)[:, ID_COLUMN]}))
+        return real_predict(X, *args)
+
+    monkeypatch.setattr("router_plugins.routers.learned.fit_selected", select)
+    monkeypatch.setattr(logistic, "fit_logistic", fit)
+    monkeypatch.setattr(logistic, "predict_logistic", predict)
+    evaluate_cv("learned", data, 4, context=RouterContext(static_embed=tagged_embed), seed=3)
+
+    ids = np.array([float(np.float32(_identity(t))) for t in data.texts])
+    assert len(set(ids)) == len(data), "every prompt is traceable"
+    outer = kfold_indices(len(data), 4, 3)
+    assert len(folds) == len(outer), "one selection per reported fold"
+    for calls, test_idx in zip(folds, outer):
+        reported = set(ids[test_idx])
+        train = set(ids) - reported
+        assert len(calls) == 2 * logistic.INNER_FOLDS * len(logistic.C_GRID) + 1, "C was selected, then refitted"
+        for _, rows in calls:
+            assert rows <= train and not rows & reported
+        assert calls[-1] == ("fit", train), "the final fit uses the whole training split"
+
+
+def test_each_model_gets_a_c_from_the_grid_and_the_artifact_keeps_it(data: OutcomeSet, tmp_path: Path) -> None:
+    router = LearnedRouter(registry_for(data), RouterContext(static_embed=bag_of_words))
+    router.fit(data)
+    assert set(router.regularisation) == set(data.models)
+    assert set(router.regularisation.values()) <= set(logistic.C_GRID)
+    loaded = LearnedRouter(registry_for(data), RouterContext(static_embed=bag_of_words))
+    loaded.load(router.save(tmp_path))
+    assert loaded.regularisation == router.regularisation
+
+
+def test_the_joint_fit_is_sklearns_logistic_regression_on_soft_labels() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    Q = np.clip(1 / (1 + np.exp(-(X @ rng.normal(size=(6, 3))))) + rng.normal(0, 0.1, (300, 3)), 0, 1)
+    Q[rng.random(Q.shape) < 0.2] = np.nan
+    coef, intercept = logistic.fit_logistic(X, Q, np.array([0.1, 1.0, 3.0]))
+    for j, C in enumerate((0.1, 1.0, 3.0)):
+        known = np.isfinite(Q[:, j])
+        Xk, y = X[known], Q[known, j]
+        reference = LogisticRegression(C=C, tol=1e-8, max_iter=2000).fit(
+            np.vstack([Xk, Xk]), np.r_[np.ones(len(Xk)), np.zeros(len(Xk))], sample_weight=np.r_[y, 1 - y]
+        )
+        np.testing.assert_allclose(coef[j], reference.coef_[0], atol=2e-3)
+        np.testing.assert_allclose(intercept[j], reference.intercept_[0], atol=2e-3)
