@@ -28,6 +28,7 @@ from .gateway import AppSettings, Gateway, Services, data_dir_for
 from .observe import router as observe_router
 from .pipeline import BackendsFailed
 from .routes import router as api_router
+from .workers import WorkerHeader
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def create_app(settings: AppSettings) -> FastAPI:
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(StartingMiddleware, state=app.state)
+    if settings.workers > 1:
+        app.add_middleware(WorkerHeader)
     app.include_router(api_router)
     app.include_router(observe_router)
     app.add_exception_handler(ApiError, _api_error)
