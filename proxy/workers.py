@@ -1,11 +1,19 @@
 """`autoroute serve --workers N`: N processes serve one port, under a small supervisor.
 
-**Mechanism.** The supervisor binds the listening socket once and starts N workers with multiprocessing's `spawn`
-context, handing each the socket (as uvicorn's own `--workers` does); each worker is a fresh interpreter that imports
-LiteLLM, the classifier and the rest itself and runs the usual `DrainingServer` (`proxy/server.py`) on the inherited
-socket, so its drain on SIGTERM is the single process's. The kernel gives each new connection to whichever worker
-accepts it first: a busy worker accepts less, and a worker that dies or restarts leaves no queue behind (with
-SO_REUSEPORT each worker would own a queue, and connections hashed to a dead worker's would wait for its restart).
+**Mechanism.** The supervisor starts N workers with multiprocessing's `spawn` context and hands each its own listening
+socket on the port, bound with SO_REUSEPORT; each worker is a fresh interpreter that imports LiteLLM, the classifier
+and the rest itself and runs the usual `DrainingServer` (`proxy/server.py`) on that socket, so its drain on SIGTERM is
+the single process's. The kernel spreads new connections over the workers' sockets by a hash of the client's address
+and port, so the connections of a keep-alive pool (a load balancer's, an SDK's) land on every worker. On one socket
+shared by all (uvicorn's `--workers`, gunicorn's default) whichever worker wakes first accepts a whole burst of new
+connections, and keep-alive clients then stay on it: with 64 connections opened at once (`bench/workers.py`), every
+one went to the same worker in 2 of 5 rounds here. A worker's socket joins the port when it starts listening, which
+is when the worker is ready, and leaves it when the worker dies: connections it had not accepted yet are reset (a
+client retries; the others never see them), new ones go to the other workers. The supervisor holds the port in the
+meantime with a socket that never listens, so nothing else takes it while all workers restart; before that, a plain
+bind makes sure nothing listens there already (SO_REUSEPORT alone would join another server's group). Where
+SO_REUSEPORT does not spread connections (not Linux) the workers share one socket instead.
+
 `spawn` and not `fork`: forking a process that has imported torch or started LiteLLM's threads copies locks held by
 threads that do not exist in the child; the supervisor imports none of it, and a spawned worker costs the same
 start-up as `autoroute serve` itself (a few seconds, the workers starting side by side).
@@ -75,6 +83,8 @@ RESTART_WINDOW_S = 60.0
 MAX_BACKOFF_S = 8.0
 POLL_S = 0.5
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REUSEPORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+"""Linux spreads connections over the sockets of a SO_REUSEPORT group; elsewhere the last one bound takes them all."""
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 _PR_SET_PDEATHSIG = 1
 
@@ -89,30 +99,69 @@ class WorkerSpec:
 
 
 def serve_workers(settings: AppSettings, workers: int, host: str, port: int, **uvicorn_options: Any) -> int:
-    """Serve `settings`' gateway from `workers` processes on one socket until SIGTERM or SIGINT; the exit status:
-    0 when every worker drained and exited 0, 1 otherwise (no socket, a crash loop, a worker that failed)."""
+    """Serve `settings`' gateway from `workers` processes on one port until SIGTERM or SIGINT; the exit status:
+    0 when every worker drained and exited 0, 1 otherwise (the port taken, a crash loop, a worker that failed)."""
     try:
-        sock = _bind(host, port)
+        sockets = Sockets(host, port, spread=REUSEPORT)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", host, port, exc)
         return 1
     metrics_dir, owned = _metrics_dir()
     try:
         spec = WorkerSpec(replace(settings, workers=workers), uvicorn_options, os.getpid())
-        bound = sock.getsockname()
-        log.info("autoroute supervisor %d: %d workers on http://%s:%d (metrics merged in %s)", os.getpid(), workers,
-                 bound[0], bound[1], metrics_dir)  # fmt: skip
-        return Supervisor(spec, workers, sock, metrics_dir).run()
+        log.info("autoroute supervisor %d: %d workers on http://%s:%d, %s (metrics merged in %s)", os.getpid(),
+                 workers, host, sockets.port, "a socket each (SO_REUSEPORT)" if sockets.spread else "one socket",
+                 metrics_dir)  # fmt: skip
+        return Supervisor(spec, workers, sockets, metrics_dir).run()
     finally:
-        sock.close()
+        sockets.close()
         if owned:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+class Sockets:
+    """The port's sockets: with `spread`, a new SO_REUSEPORT socket for each worker (the supervisor keeps the port
+    with one that never listens); without, one socket all workers share."""
+
+    def __init__(self, host: str, port: int, spread: bool) -> None:
+        self.host = host
+        self.spread = spread
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._anchor = self._bind(port, reuse_port=False)  # fails when anything is bound there already
+        self.port = int(self._anchor.getsockname()[1])
+        if spread:
+            self._anchor.close()
+            self._anchor = self._bind(self.port, reuse_port=True)
+
+    def for_worker(self) -> socket.socket:
+        return self._bind(self.port, reuse_port=True) if self.spread else self._anchor
+
+    def handed_over(self, sock: socket.socket) -> None:
+        """The worker has its copy: the supervisor's goes, so that the socket leaves the port with the worker."""
+        if sock is not self._anchor:
+            sock.close()
+
+    def close(self) -> None:
+        self._anchor.close()
+
+    def _bind(self, port: int, reuse_port: bool) -> socket.socket:
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        return sock
+
+
 class Supervisor:
-    def __init__(self, spec: WorkerSpec, workers: int, sock: socket.socket, metrics_dir: Path) -> None:
+    def __init__(self, spec: WorkerSpec, workers: int, sockets: Sockets, metrics_dir: Path) -> None:
         self._spec = spec
-        self._sock = sock
+        self._sockets = sockets
         self._metrics_dir = metrics_dir
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[BaseProcess | None] = [None] * workers
@@ -161,9 +210,13 @@ class Supervisor:
 
     def _start(self, index: int, answer_while_starting: bool) -> None:
         settings = replace(self._spec.settings, answer_while_starting=answer_while_starting)
-        process = self._context.Process(target=_worker_main, args=(replace(self._spec, settings=settings), self._sock),
+        sock = self._sockets.for_worker()
+        process = self._context.Process(target=_worker_main, args=(replace(self._spec, settings=settings), sock),
                                         name=f"autoroute-worker-{index}")  # fmt: skip
-        process.start()
+        try:
+            process.start()
+        finally:
+            self._sockets.handed_over(sock)
         self._workers[index] = process
         log.info("worker %d started (pid %s)", index, process.pid)
 
@@ -232,18 +285,6 @@ def _end_with_parent(supervisor: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != supervisor:
         raise SystemExit(1)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
 
 
 def _metrics_dir() -> tuple[Path, bool]:

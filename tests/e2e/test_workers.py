@@ -28,9 +28,7 @@ def _chat(gateway: Gateway, served: dict[str, list[str]]) -> httpx.Response:
     body = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}
     response = httpx.post(f"{gateway.base_url}/chat/completions", json=body, timeout=30)
     if response.status_code == 200:
-        served.setdefault(response.headers["x-autoroute-worker"], []).append(
-            response.headers["x-autoroute-request-id"]
-        )
+        served.setdefault(response.headers["x-autoroute-worker"], []).append(response.headers["x-autoroute-request-id"])
     return response
 
 
