@@ -16,8 +16,9 @@ Reported per pass: req/s, latency percentiles, errors, the requests each worker 
 header), the CPU seconds of the gateway's process tree, of the upstream and of the client (this process), and the CPU
 the rest of the machine used meanwhile (from /proc/stat: the other load on the two cores). The result is the median
 over rounds of (2 workers' req/s) / (1 worker's req/s); the target (issue 15) is >= 1.7. On a machine shared with
-other work, the median over the quiet rounds (the rest of the machine under `QUIET_CORES` in both passes) is printed
-beside it.
+other work, `--quiet-wait S` starts each pass only once the whole machine has used less than `QUIET_CORES` for 3 s
+(or after S seconds), and the median over the quiet rounds (the rest of the machine under `QUIET_CORES` during both
+passes) is printed beside the median over all rounds.
 """
 
 from __future__ import annotations
@@ -55,6 +56,19 @@ def machine_busy_s() -> float:
         fields = [int(x) for x in handle.readline().split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / h.CLK_TCK
+
+
+def wait_quiet(max_wait_s: float, window_s: float = 3.0) -> dict[str, float]:
+    """Wait, at most `max_wait_s`, until the whole machine uses less than QUIET_CORES over `window_s` (the gateways
+    are idle then: what is busy is other work). Returns how long it waited and the last window's busy cores."""
+    started = time.monotonic()
+    while True:
+        before = machine_busy_s()
+        time.sleep(window_s)
+        busy = (machine_busy_s() - before) / window_s
+        waited = time.monotonic() - started
+        if busy < QUIET_CORES or waited >= max_wait_s:
+            return {"waited_s": waited, "machine_cores_before": busy}
 
 
 def bodies(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,6 +132,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="prompts sent to each gateway before round 1")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--time-cap", type=float, default=60.0, help="seconds at most per pass")
+    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
+                        help="before each pass, wait up to S s for the machine to be quiet")  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = real_prompts.load("all")
@@ -155,8 +171,9 @@ def main() -> None:
         for number, chosen in enumerate(slices, 1):
             order = (1, 2) if number % 2 else (2, 1)
             for workers in order:
+                quiet = wait_quiet(args.quiet_wait) if args.quiet_wait else {}
                 row = measure(gateways[workers], upstream, bodies(chosen), args.connections, args.time_cap)
-                row.update(round=number, workers=workers)
+                row.update(round=number, workers=workers, **quiet)
                 passes.append(row)
                 print(f"round {number} workers={workers}: {row['requests']} requests, {row['rps']:.1f} req/s, "
                       f"p50 {row['p50_ms']:.1f} ms, errors {row['errors']}, by worker {row['by_worker']}, cores "
@@ -200,14 +217,14 @@ def table(results: dict[str, Any]) -> str:
         f"{results['prompt_mix']['prompts']} distinct real prompts in {len(s['ratio_by_round'])} rounds, each "
         f"prompt sent once per gateway; {results['settings']['connections']} connections",
         f"{'round':>5} {'workers':>7} {'n':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-        f"{'gw cores':>8} {'up cores':>8} {'client':>6} {'others':>6}  by worker",
+        f"{'gw cores':>8} {'up cores':>8} {'client':>6} {'others':>6} {'waited':>6}  by worker",
     ]
     for p in results["passes"]:
         c = p["cores_used"]
         lines.append(
             f"{p['round']:>5} {p['workers']:>7} {p['requests']:>5} {p['rps']:>8.1f} {p['p50_ms']:>8.1f} "
             f"{p['p99_ms']:>8.1f} {p['errors']:>6} {c['gateway']:>8.2f} {c['upstream']:>8.2f} {c['client']:>6.2f} "
-            f"{c['others']:>6.2f}  {'/'.join(str(v) for v in p['by_worker'].values())}"
+            f"{c['others']:>6.2f} {p.get('waited_s', 0.0):>5.0f}s  {'/'.join(str(v) for v in p['by_worker'].values())}"
         )
     ratios = ", ".join(f"{r:.2f}x" for r in s["ratio_by_round"])
     lines.append(

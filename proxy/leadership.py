@@ -134,7 +134,8 @@ class Election:
         self.leadership = leadership
         self._on_lead = on_lead
         self._retry_s = retry_s
-        self.leading = False
+        self.leading = leadership.held
+        """Whether this process leads; `Solo` leads from the start, a lock from the attempt that takes it."""
         self.changes = 0
         """How often this process started or stopped leading (after its first attempt)."""
 

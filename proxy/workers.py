@@ -231,7 +231,8 @@ class Supervisor:
             code = process.exitcode
             if self._stopping:
                 log.info("worker %d (pid %s) exited with status %s", index, process.pid, code)
-                self.status = self.status or (0 if code == 0 else 1)
+                # -SIGTERM: the signal came before the worker could drain, so it had taken no request yet.
+                self.status = self.status or (0 if code in (0, -signal.SIGTERM) else 1)
                 continue
             self._restart_later(index, process.pid, code)
 
