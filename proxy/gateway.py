@@ -346,7 +346,9 @@ class Gateway:
         services = self.services
         fitted_labels, labels, counted_at = -1, 0, -LABEL_COUNT_S
         while True:
-            if not self.leads():  # the leader's fit reaches this worker through config-reload's artifact watch
+            if not self.leads():  # the leader's fit, swapped in when its file changes (also with --no-reload)
+                if await asyncio.to_thread(self.sources.task_model) is not self.task_model:
+                    await self.holder.refresh()
                 services.task_model = "ok" if self.task_model is not None else "fitting (by the leader)"
                 fitted_labels = -1
                 await asyncio.sleep(REFIT_CHECK_S)
