@@ -179,7 +179,7 @@ def main() -> None:
                       f"p50 {row['p50_ms']:.1f} ms, errors {row['errors']}, by worker {row['by_worker']}, cores "
                       f"used: gateway {row['cores_used']['gateway']:.2f}, others {row['cores_used']['others']:.2f}",
                       flush=True)  # fmt: skip
-        results["peak_rss_mb"] = {f"workers={w}": h.rss_mb(g.pid) for w, g in gateways.items()}
+        results["rss_mb_after"] = {f"workers={w}": h.rss_mb(g.pid) for w, g in gateways.items()}
     results["wall_s"] = time.perf_counter() - wall
     results["passes"] = passes
     results["summary"] = summary(passes, args.rounds)

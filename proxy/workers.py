@@ -6,8 +6,9 @@ and the rest itself and runs the usual `DrainingServer` (`proxy/server.py`) on t
 the single process's. The kernel spreads new connections over the workers' sockets by a hash of the client's address
 and port, so the connections of a keep-alive pool (a load balancer's, an SDK's) land on every worker. On one socket
 shared by all (uvicorn's `--workers`, gunicorn's default) whichever worker wakes first accepts a whole burst of new
-connections, and keep-alive clients then stay on it: with 64 connections opened at once (`bench/workers.py`), every
-one went to the same worker in 2 of 5 rounds here. A worker's socket joins the port when it starts listening, which
+connections, and keep-alive clients then stay on it: with 64 connections opened at once (`bench/workers.py` on a
+first version of this module, with one shared socket, on this busy 2-core machine), every one went to the same worker
+in 2 of 5 rounds. A worker's socket joins the port when it starts listening, which
 is when the worker is ready, and leaves it when the worker dies: connections it had not accepted yet are reset (a
 client retries; the others never see them), new ones go to the other workers. The supervisor holds the port in the
 meantime with a socket that never listens, so nothing else takes it while all workers restart; before that, a plain
