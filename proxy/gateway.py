@@ -325,15 +325,15 @@ class Gateway:
 
     async def _static_table(self) -> StaticEmbedder:
         """The leader distils the table (or loads it); a follower waits for the leader's file, or takes over."""
-        path, seen = self.data.path(TABLE_FILE), file_stamp(self.data.path(TABLE_FILE))
+        path, seen = self.data.path(TABLE_FILE), None
         while not self.leads():
-            await asyncio.sleep(FOLLOW_S)
-            if (stamp := file_stamp(path)) != seen:
+            if (stamp := file_stamp(path)) is not None and stamp != seen:  # written since this worker looked
                 seen = stamp
                 try:
                     return await asyncio.to_thread(StaticEmbedder.load, path)
                 except Exception as exc:  # noqa: BLE001 - the leader quarantines and rebuilds a damaged table
                     log.warning("the static embedding table %s cannot be read yet: %s", path, exc)
+            await asyncio.sleep(FOLLOW_S)
         return await asyncio.to_thread(StaticEmbedder.load_or_build, self.data)
 
     async def _refit_classifier(self) -> None:
