@@ -28,6 +28,7 @@ at most a second old.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -42,6 +43,8 @@ from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING
 
 from .events import DecisionRecord, PerformanceRecord, Record
 
+log = logging.getLogger(__name__)
+
 DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """An attempt's duration: LLM calls run from tens of milliseconds (a cached or tiny answer) to minutes."""
 TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -49,6 +52,7 @@ OPEN_REQUESTS_MAX = 10_000
 """Streams whose end is awaited, and failed attempts whose fallback is awaited, kept at most: a stream that never
 reports its end (a bug) is counted as it started once this many are newer."""
 BREAKER_STATES = ("closed", "open", "half_open")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RECORDER_COUNTS = {
     "enqueued": "Records the recorder accepted.",
     "written": "Records the recorder wrote to the store.",
@@ -89,11 +93,15 @@ class GatewayMetrics:
     """The event metrics of one gateway, fed by `observe` (a recorder listener), rendered with the live ones.
 
     `multiprocess`: this is one of several workers, and `PROMETHEUS_MULTIPROC_DIR` was set before prometheus_client
-    was first imported (the supervisor sees to it)."""
+    was first imported (the supervisor sees to it; without it, this process counts alone)."""
 
     def __init__(self, multiprocess: bool = False) -> None:
         self._events = registry = CollectorRegistry()
-        self._shared: _SharedProcessMetrics | None = _SharedProcessMetrics() if multiprocess else None
+        self._shared: _SharedProcessMetrics | None = None
+        if multiprocess and os.environ.get(MULTIPROC_ENV):
+            self._shared = _SharedProcessMetrics()
+        elif multiprocess:
+            log.warning("%s is not set: /metrics counts this worker alone", MULTIPROC_ENV)
         self.requests = Counter(
             "autoroute_requests", "Requests by the model that served them (the router's choice when none did), "
             "task, router, preference and final status.", ("model", "task", "router", "preference", "status"),

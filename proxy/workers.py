@@ -83,7 +83,7 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 MAX_BACKOFF_S = 8.0
 POLL_S = 0.5
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # proxy/metrics.py reads it (not imported here: it is not light)
 REUSEPORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 """Linux spreads connections over the sockets of a SO_REUSEPORT group; elsewhere the last one bound takes them all."""
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
