@@ -30,6 +30,7 @@ from .observe import router as observe_router
 from .openapi import OPENAPI_URL, serve_openapi
 from .pipeline import BackendsFailed
 from .routes import router as api_router
+from .workers import WorkerHeader
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def create_app(settings: AppSettings) -> FastAPI:
     app.state.drain = drain
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(StartingMiddleware, state=app.state)
+    if settings.workers > 1:
+        app.add_middleware(WorkerHeader)
     app.include_router(api_router)
     app.include_router(observe_router)
     app.include_router(dashboard_router)

@@ -50,6 +50,8 @@ def _load_config(path: str | Path) -> Registry:
 def _serve(args: argparse.Namespace) -> int:
     from router_plugins.schema import ConfigError
 
+    from .settings import AppSettings
+
     config = Path(args.config)
     try:
         registry = _load_config(config)
@@ -61,20 +63,26 @@ def _serve(args: argparse.Namespace) -> int:
               "the backends' credits. Set auth.api_key_envs in the config, bind 127.0.0.1, or pass --insecure.",
               file=sys.stderr)  # fmt: skip
         return 2
-    from .app import AppSettings, create_app  # after the config is known good: a refusal needs neither
-    from .server import serve
-
+    if args.workers < 1:
+        print(f"autoroute: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
     settings = AppSettings(config, Path(args.data_dir) if args.data_dir else None, watch_config=not args.no_reload,
                            shutdown_grace_s=args.graceful_timeout, answer_while_starting=True)  # fmt: skip
-    return serve(  # on SIGTERM: drain (readiness 503, new chats refused, streams get the grace), flush, exit 0
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        log_level=args.log_level,
-        access_log=args.access_log,
-    )
+    options = {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+    }
+    if args.workers > 1:  # a supervisor and N worker processes on one socket; each drains on SIGTERM
+        from .workers import serve_workers
+
+        return serve_workers(settings, args.workers, args.host, args.port, **options)
+    from .app import create_app
+    from .server import serve
+
+    # on SIGTERM: drain (readiness 503, new chats refused, streams get the grace), flush, exit 0
+    return serve(create_app(settings), host=args.host, port=args.port, **options)
 
 
 def _is_loopback(host: str) -> bool:
@@ -256,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve a non-loopback --host without client keys (auth.api_key_envs)")  # fmt: skip
     serve.add_argument("--graceful-timeout", type=float, default=GRACEFUL_SHUTDOWN_S, metavar="S",
                        help="on SIGTERM, seconds requests in flight get to finish (default %(default)s)")  # fmt: skip
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="processes serving the port; background learning runs in one elected worker "
+                       "(default %(default)s)")  # fmt: skip
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser("check-config", help="validate a registry YAML")

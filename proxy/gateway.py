@@ -12,27 +12,31 @@
 | win-rates        | every `learning.aggregate_interval_s`: win rates recomputed from the store                      |
 | trainer          | every `learning.train_interval_s`: a challenger learned router trained and judged off-policy    |
 | shared-versions  | on a shared store (Postgres), every 2 s: router versions kept in step with the other replicas   |
+| election         | with several workers: every 2 s, a follower tries to take the leadership (`proxy/leadership.py`) |
+| metrics          | with several workers: every second, this worker's live metrics published to the others         |
 
 Every rebuild runs in a worker thread, one at a time (the holder's lock): the event loop never waits for one.
+
+**Several workers** (`autoroute serve --workers N`): every job runs in every worker; each step of the work that
+writes shared state (win rates, trainer, refit, table, rules) runs only where `Election.leading`
+(`proxy/leadership.py`), and followers read what the leader publishes. `proxy/workers.py` says what runs where.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from router_plugins.assembly import Parts
 from router_plugins.classify import StaticEmbedder
 from router_plugins.classify.assembly import ClassifierSources, transformer_inline
-from router_plugins.classify.model import MODEL_FILE, TaskModel
+from router_plugins.classify.model import TaskModel
 from router_plugins.classify.static_embedding import TABLE_FILE
-from router_plugins.datadir import DataDir
+from router_plugins.datadir import DataDir, file_stamp
 from router_plugins.health import CircuitBreaker
 from router_plugins.registry import Registry, load_registry
 from router_plugins.routers import RouterContext
@@ -40,15 +44,17 @@ from router_plugins.routers.learned import POINTER_FILE
 from router_plugins.serving import EmbeddingServer
 from router_plugins.thresholds import POINTER_FILE as THRESHOLDS_POINTER
 
-from .drain import DEFAULT_GRACE_S, Drain
+from .drain import Drain
 from .durable import DurableWriter
 from .forward import Forwarder
 from .jobs import Job, periodic
+from .leadership import Election, FileLeadership, Leadership, Solo
 from .learning import LearningLoop
 from .metrics import GatewayMetrics
 from .pipeline import Pipeline
 from .recorder import Recorder
 from .runtime import Runtime, RuntimeHolder, build_runtime
+from .settings import AppSettings
 from .shared_versions import SYNC_INTERVAL_S, ArtifactSync
 from .store import Store, open_store, redacted, routing_rule_rows, store_location
 
@@ -59,19 +65,9 @@ LABEL_COUNT_S = 30.0
 REFIT_RETRY_S = 300.0
 REFIT_AFTER_LABELS = 20
 """Feedback that names this many new request tasks refits the classifier's layers 3-4 while serving."""
-
-
-@dataclass(frozen=True)
-class AppSettings:
-    config_path: Path
-    data_dir: Path | None = None
-    """Overrides `storage.data_dir` of the config."""
-    watch_config: bool = True
-    shutdown_grace_s: float = DEFAULT_GRACE_S
-    """On SIGTERM, how long requests in flight get before they are ended (`proxy/drain.py`)."""
-    answer_while_starting: bool = False
-    """Listen while the gateway starts (`autoroute serve`): readiness and every API call answer 503 `starting` until
-    the config, store and router are ready, liveness answers 200. Off, the app is ready when its lifespan starts."""
+FOLLOW_S = 2.0
+"""How often a follower looks for what the leader published (the win-rate snapshot, the static table)."""
+PUBLISH_METRICS_S = 1.0
 
 
 @dataclass
@@ -99,6 +95,8 @@ class Services:
     """Each model's circuit breaker (closed, open, half_open), shown by readiness."""
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     """Counted from the recorder's records (its listener); `/metrics` renders them."""
+    election: Election = field(default_factory=lambda: Election(Solo()))
+    """Whether this worker leads the once-only jobs (readiness and `/metrics` say)."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -125,7 +123,16 @@ class Gateway:
         self._transformer_ready = asyncio.Event()
         self.breaker = CircuitBreaker()
         """Per-model health, kept across config reloads (`build` re-configures it)."""
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(multiprocess=settings.workers > 1)
+        self.election = Election(Solo())
+
+    def leads(self) -> bool:
+        return self.election.leading
+
+    def _leadership(self, data: DataDir) -> Leadership:
+        """One worker leads alone; several elect one through a lock in their data directory. (A store shared by
+        replicas on several machines would hand out its own lock here.)"""
+        return FileLeadership(data.leader_lock) if self.settings.workers > 1 else Solo()
 
     async def start(self) -> Services:
         settings = self.settings
@@ -152,6 +159,8 @@ class Gateway:
             self.task_model = await asyncio.to_thread(self.sources.task_model)
         store, store_error = await asyncio.to_thread(self._open_store, registry, data)
         self.store = store
+        self.election = Election(self._leadership(data), on_lead=self._on_lead)
+        await self.election.attempt()  # before the runtime is built: only the leader records the routing rules
         self.versions_sync = ArtifactSync.of(store, data.artifacts)  # replicas sharing a store share router versions
         if self.versions_sync is not None:
             await self.versions_sync.step()  # before the first runtime: a joining replica serves the shared versions
@@ -175,7 +184,7 @@ class Gateway:
                                  breaker=self.breaker)  # fmt: skip
         self.services = Services(holder, self.pipeline, self.recorder, self.feedback_writer, store, data.root,
                                  self.drain, learning=self.learning, jobs=self.jobs, breaker=self.breaker,
-                                 metrics=self.metrics)  # fmt: skip
+                                 metrics=self.metrics, election=self.election)  # fmt: skip
         self.services.store_error = store_error
         self.services.embeddings = "ok" if self.embedder is not None or not wants_table else "building"
         self.services.task_model = "off" if self.server is None else ("loading" if self.task_model else "fitting")
@@ -189,11 +198,8 @@ class Gateway:
         jobs = [
             Job("warm-up", self._warm_up),
             Job("corrections", periodic(self._refresh_corrections, lambda: REFIT_CHECK_S, "refreshing corrections")),
-            Job(
-                "win-rates",
-                periodic(learning.aggregate_once, learning.aggregate_interval_s, "win-rate aggregation", at_once=True),
-            ),  # fmt: skip
-            Job("trainer", periodic(learning.train_when_due, learning.train_interval_s, "training the learned router")),
+            Job("win-rates", periodic(self._win_rates, self._win_rates_interval, "win-rate aggregation", at_once=True)),
+            Job("trainer", periodic(self._train, learning.train_interval_s, "training the learned router")),
         ]
         if self.settings.watch_config:
             jobs.append(Job("config-reload", self.holder.watch))
@@ -202,6 +208,9 @@ class Gateway:
             jobs.append(Job("shared-versions", sync))
         if self.server is not None:
             jobs.append(Job("classifier-refit", self._refit_classifier))
+        if self.settings.workers > 1:
+            jobs.append(Job("election", self.election.run))
+            jobs.append(Job("metrics", periodic(self._publish_metrics, lambda: PUBLISH_METRICS_S, "metrics")))
         for job in jobs:
             self.jobs[job.name] = job
             job.start()
@@ -214,6 +223,7 @@ class Gateway:
         await self.feedback_writer.stop()
         await self.recorder.stop()
         self.store.close()
+        self.election.release()
         stats = self.recorder.stats
         log.info("recorder stopped: %d written, %d dropped, %d lost; feedback: %d written durably, %d refused",
                  stats.written, stats.dropped, stats.lost, self.feedback_writer.stats.written,
@@ -223,8 +233,8 @@ class Gateway:
 
     def build(self, registry: Registry) -> Runtime:
         """The runtime for `registry` from the current parts. Runs in a worker thread (the holder serialises it)."""
-        if self.inline and self.task_model is not None:
-            self.task_model = self.sources.task_model() or self.task_model  # `autoroute train-classifier` output
+        if self.inline:  # `autoroute train-classifier` output, or the leader's refit
+            self.task_model = self.sources.task_model() or self.task_model
         parts = Parts(self.embedder, self.sources.text_model(), self.task_model,
                       self.sources.corrections(self.feedback_labels, registry), self.learning.current)  # fmt: skip
         self.breaker.configure(registry.router.circuit_breaker, (m.name for m in registry.models))
@@ -251,8 +261,8 @@ class Gateway:
             return open_store(":memory:"), reason
 
     def _record_rules(self, registry: Registry) -> None:
-        """The routing rules in force, written to `model_routing_rules` once per registry version."""
-        if registry.version == self._rules_version:
+        """The routing rules in force, written to `model_routing_rules` once per registry version (by the leader)."""
+        if registry.version == self._rules_version or not self.leads():
             return
         try:
             self.store.save_routing_rules(registry.version, routing_rule_rows(registry))
@@ -265,6 +275,32 @@ class Gateway:
         return RouterContext(static_embed=embedder.embed) if embedder is not None else None
 
     # -- jobs -------------------------------------------------------------------------------------------------
+
+    async def _on_lead(self) -> None:
+        """A worker that takes the leadership over records the rules in force (a no-op when they are)."""
+        holder: RuntimeHolder | None = getattr(self, "holder", None)  # None at the first attempt, in `start`
+        if holder is not None:
+            await asyncio.to_thread(self._record_rules, holder.current.source)
+
+    async def _win_rates(self) -> None:
+        """The leader aggregates and publishes; a follower reads what it published."""
+        if self.leads():
+            await self.learning.aggregate_once()
+        else:
+            await self.learning.follow_snapshot()
+
+    def _win_rates_interval(self) -> float:
+        return self.learning.aggregate_interval_s() if self.leads() else FOLLOW_S
+
+    async def _train(self) -> None:
+        if self.leads():
+            await self.learning.train_when_due()
+
+    async def _publish_metrics(self) -> None:
+        """This worker's live state (recorder, feedback, breakers, leadership) where the others' scrapes read it."""
+        names = (m.name for m in self.holder.current.registry.models)
+        self.metrics.publish(dataclasses.asdict(self.recorder.stats), dataclasses.asdict(self.feedback_writer.stats),
+                             self.breaker.snapshot(time.monotonic(), names), self.leads())  # fmt: skip
 
     async def _refresh_corrections(self) -> None:
         """Tasks named by feedback become corrections for that prompt and its near duplicates within seconds."""
@@ -280,7 +316,7 @@ class Gateway:
         services = self.services
         if services.embeddings == "building":
             try:
-                self.embedder = await asyncio.to_thread(StaticEmbedder.load_or_build, self.data)
+                self.embedder = await self._static_table()
                 await self.holder.refresh()
                 services.embeddings = "ok"
             except Exception as exc:  # noqa: BLE001 - the gateway keeps serving on its other layers
@@ -297,14 +333,36 @@ class Gateway:
         self.pipeline.use_embeddings(self.server)
         self._transformer_ready.set()
 
+    async def _static_table(self) -> StaticEmbedder:
+        """The leader distils the table (or loads it); a follower waits for the leader's file, or takes over."""
+        path, seen = self.data.path(TABLE_FILE), None
+        while not self.leads():
+            if (stamp := file_stamp(path)) is not None and stamp != seen:  # written since this worker looked
+                seen = stamp
+                try:
+                    return await asyncio.to_thread(StaticEmbedder.load, path)
+                except Exception as exc:  # noqa: BLE001 - the leader quarantines and rebuilds a damaged table
+                    log.warning("the static embedding table %s cannot be read yet: %s", path, exc)
+            await asyncio.sleep(FOLLOW_S)
+        return await asyncio.to_thread(StaticEmbedder.load_or_build, self.data)
+
     async def _refit_classifier(self) -> None:
         """Refit layers 3-4 when there is none yet (first start, ~15 s), when the registry's tasks changed, or when
         feedback has named enough new tasks; then swap it in. Checked every REFIT_CHECK_S."""
+        from .training import refit_task_model
+
         await self._transformer_ready.wait()
         assert self.server is not None
         services = self.services
         fitted_labels, labels, counted_at = -1, 0, -LABEL_COUNT_S
         while True:
+            if not self.leads():  # the leader's fit, swapped in when its file changes (also with --no-reload)
+                if await asyncio.to_thread(self.sources.task_model) is not self.task_model:
+                    await self.holder.refresh()
+                services.task_model = "ok" if self.task_model is not None else "fitting (by the leader)"
+                fitted_labels = -1
+                await asyncio.sleep(REFIT_CHECK_S)
+                continue
             current = self.task_model
             registry = self.holder.current.registry
             if time.monotonic() - counted_at >= LABEL_COUNT_S:  # a scan of the feedback table: not too often
@@ -316,7 +374,8 @@ class Gateway:
                 services.task_model = "fitting"
                 log.info("fitting the task model: %s", reason)
                 try:
-                    self.task_model, fitted_labels = await self._fit_task_model(registry, self.server)
+                    fitted = await refit_task_model(registry, self.data, self.store, self.server)
+                    self.task_model, fitted_labels = fitted
                     await self.holder.refresh()
                 except Exception as exc:  # noqa: BLE001 - the last model (or the cheap layers) keeps serving
                     log.exception("the task model could not be fitted")
@@ -327,31 +386,6 @@ class Gateway:
                 fitted_labels = labels
             services.task_model = "ok"
             await asyncio.sleep(REFIT_CHECK_S)
-
-    async def _fit_task_model(self, registry: Registry, server: EmbeddingServer) -> tuple[TaskModel, int]:
-        """Fit layers 3-4 on the registry's examples, the kept labelled prompts and the tasks feedback named,
-        embedding through the serving model; returns the model and how many feedback labels it used."""
-        from router_plugins.classify.model import fit_task_model
-
-        from .training import classifier_prompts
-
-        prompts = await asyncio.to_thread(classifier_prompts, self.data.root, self.store)
-        loop = asyncio.get_running_loop()
-        path = self.data.path(MODEL_FILE)
-
-        def embed(texts: Sequence[str]) -> np.ndarray:
-            return asyncio.run_coroutine_threadsafe(server.embed(list(texts)), loop).result()
-
-        def fit() -> TaskModel:
-            model = fit_task_model(registry.tasks, prompts, embed)
-            model.save(path)
-            return model
-
-        model = await asyncio.to_thread(fit)
-        feedback = sum(p.origin == "feedback" for p in prompts)
-        log.info("task model fitted (%s prompts, %d named by feedback) and saved to %s", model.meta.get("prompts"),
-                 feedback, path)  # fmt: skip
-        return model, feedback
 
 
 __all__ = ["AppSettings", "Gateway", "Services", "data_dir_for"]

@@ -2,7 +2,8 @@
 promoted only on evidence, and rolled back when it does worse live. Nothing here runs on the request path.
 
 - Aggregator: every `learning.aggregate_interval_s`, the store's recent outcomes become a new `WinRateState`,
-  published to the routers at once (and written to `artifacts/winrate-current.json` for people and plugins).
+  published to the routers at once (and written to `artifacts/winrate-current.json` for people, plugins and the
+  other workers of `autoroute serve --workers N`, which read it: `follow_snapshot`).
 - Trainer: every `learning.train_interval_s`, when `min_new_feedback` new scored decisions came in, a challenger
   is fitted on the older logged feedback and scored against the champion (the current learned artifact, or the
   logging policy itself when there is none) on the newest `evaluation_share`, by doubly robust off-policy
@@ -23,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from router_plugins.datadir import write_atomically
+from router_plugins.datadir import file_stamp, write_atomically
 from router_plugins.outcomes import OutcomeSet, from_feedback
 from router_plugins.registry import LearningSettings, Registry
 from router_plugins.routers import LearnedRouter, Router, RouterContext
 from router_plugins.routers.learned import current_artifact
-from router_plugins.routers.winrate import Observation, WinRateState, aggregate
+from router_plugins.routers.winrate import Observation, WinRateState, aggregate, load_state
 from router_plugins.types import ChatRequest, Classification
 
 from .evaluation.offpolicy import LoggedDecision, PolicyValue, evaluate_policy, mean_reward_model, on_policy_value
@@ -253,6 +254,7 @@ class LearningLoop:
         self.last_rollback: LearningEvent | None = None
         self._moving = asyncio.Lock()
         """One trainer step or rollback check at a time: both may move the learned router's pointer."""
+        self._snapshot_stamp: object = None
 
     def current(self) -> WinRateState:
         return self.state
@@ -264,6 +266,21 @@ class LearningLoop:
         snapshot = state.to_json().encode()
         await asyncio.to_thread(write_atomically, self._artifacts / WINRATE_SNAPSHOT, lambda h: h.write(snapshot))
         return state
+
+    async def follow_snapshot(self) -> bool:
+        """A follower's win rates (`autoroute serve --workers N`): the snapshot the leader's `aggregate_once` wrote,
+        read when it changed. True when a new state was taken."""
+        path = self._artifacts / WINRATE_SNAPSHOT
+        stamp = file_stamp(path)
+        if stamp is None or stamp == self._snapshot_stamp:
+            return False
+        state = await asyncio.to_thread(load_state, path)
+        self._snapshot_stamp = stamp
+        if state is None:  # half-written cannot happen (atomic rename); unreadable: the next one will do
+            log.warning("the win-rate snapshot %s cannot be read", path)
+            return False
+        self.state = state
+        return True
 
     async def train_once(self) -> ChallengeResult | None:
         context = self._context()

@@ -12,29 +12,38 @@ Two kinds, kept apart because they merge differently across processes:
 Each gateway app has its own `CollectorRegistry`, not prometheus_client's global one: tests run several apps in one
 process, and a restart must not inherit counts.
 
-**Several worker processes** (`--workers`, not built yet) merge through prometheus_client's multiprocess mode: the
-supervisor sets `PROMETHEUS_MULTIPROC_DIR` (wiped at start) before it forks, so the event metrics below live in
-per-process mmap files; `/metrics` then renders a `multiprocess.MultiProcessCollector` over that directory in place of
-`self._events` (`render`'s `events` argument), and a worker that exits is marked with `mark_process_dead`. Custom
-collectors see only their own process there, so the live metrics split: the store-backed ones (learning events) are
-the same from any worker and stay scrape-time; the per-process ones (recorder, breaker) become `Gauge`s with a
-`multiprocess_mode` (`livesum` for queue depth and pending, `max` for a breaker's state) set where they change.
+**Several worker processes** (`autoroute serve --workers N`, `proxy/workers.py`) merge through prometheus_client's
+multiprocess mode: the supervisor sets `PROMETHEUS_MULTIPROC_DIR` (a directory it empties at start) before it starts
+the workers, so the event metrics below live in per-process mmap files, and `/metrics` on any worker renders a
+`multiprocess.MultiProcessCollector` over that directory in place of `self._events`. A worker that exits is marked
+with `mark_process_dead` (its live gauges go; its counts stay in the sums). Custom collectors see only their own
+process there, so the live metrics split: those the same from any worker (the store's learning events, the registry,
+the router chain, the models available) stay scrape-time; the per-process ones become metrics of the multiprocess
+directory that each worker `publish`es every second (`Gateway`'s `metrics` job) and when it answers a scrape: the
+recorder's and the feedback writer's counts as counters (incremented by what changed since the last publish), queue
+depth and pending as `livesum` gauges, a breaker's state as a `livemax` gauge (1 when any live worker has it), and
+`autoroute_worker_leader` as a `liveall` gauge, one sample per worker (`pid` label). Another worker's values are then
+at most a second old.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from router_plugins.classify.cascade import SKIPPED_NO_EMBEDDING
 
 from .events import DecisionRecord, PerformanceRecord, Record
+
+log = logging.getLogger(__name__)
 
 DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """An attempt's duration: LLM calls run from tens of milliseconds (a cached or tiny answer) to minutes."""
@@ -43,6 +52,21 @@ OPEN_REQUESTS_MAX = 10_000
 """Streams whose end is awaited, and failed attempts whose fallback is awaited, kept at most: a stream that never
 reports its end (a bug) is counted as it started once this many are newer."""
 BREAKER_STATES = ("closed", "open", "half_open")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+RECORDER_COUNTS = {
+    "enqueued": "Records the recorder accepted.",
+    "written": "Records the recorder wrote to the store.",
+    "dropped": "Records refused because the queue was full or the recorder had stopped.",
+    "lost": "Records in batches the store refused twice.",
+}
+FEEDBACK_COUNTS = {
+    "written": "Feedback committed and synced (200 answered).",
+    "failed": "Feedback that could not be made durable (503).",
+}
+QUEUE_HELP = "Records waiting in the recorder's queue."
+PENDING_HELP = "Records accepted and not yet written or given up: what a crash now would lose."
+BREAKER_HELP = "Each model's circuit breaker: 1 for its current state (closed, open, half_open), 0 for the others."
+LEADER_HELP = "1 in the worker that runs the background jobs that run once (win rates, trainer, refits), else 0."
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,8 @@ class LiveState:
     breaker: Mapping[str, str]
     """Each model's circuit-breaker state: closed, open or half_open."""
     models_available: int
+    leader: bool = True
+    """Whether this worker runs the once-only background jobs (`proxy/leadership.py`)."""
     learning_events: Mapping[str, int] | None = None
     """The store's learning events by kind (promotion, rejection, rollback, ...); None when it could not be read."""
     registry_version: str = ""
@@ -64,10 +90,18 @@ class LiveState:
 
 
 class GatewayMetrics:
-    """The event metrics of one gateway, fed by `observe` (a recorder listener), rendered with the live ones."""
+    """The event metrics of one gateway, fed by `observe` (a recorder listener), rendered with the live ones.
 
-    def __init__(self) -> None:
+    `multiprocess`: this is one of several workers, and `PROMETHEUS_MULTIPROC_DIR` was set before prometheus_client
+    was first imported (the supervisor sees to it; without it, this process counts alone)."""
+
+    def __init__(self, multiprocess: bool = False) -> None:
         self._events = registry = CollectorRegistry()
+        self._shared: _SharedProcessMetrics | None = None
+        if multiprocess and os.environ.get(MULTIPROC_ENV):
+            self._shared = _SharedProcessMetrics()
+        elif multiprocess:
+            log.warning("%s is not set: /metrics counts this worker alone", MULTIPROC_ENV)
         self.requests = Counter(
             "autoroute_requests", "Requests by the model that served them (the router's choice when none did), "
             "task, router, preference and final status.", ("model", "task", "router", "preference", "status"),
@@ -175,11 +209,58 @@ class GatewayMetrics:
 
     # --- exposition ------------------------------------------------------------------------------------------
 
-    def render(self, live: LiveState, accept: str | None = None, events: Any = None) -> tuple[bytes, str]:
-        """The exposition (Prometheus text, or OpenMetrics when `accept` asks for it) and its content type.
-        `events` replaces this process's event metrics (a `MultiProcessCollector`, once there are workers)."""
+    def publish(self, recorder: Mapping[str, int], feedback: Mapping[str, int], breaker: Mapping[str, str],
+                leader: bool) -> None:  # fmt: skip
+        """This worker's live state, where the other workers' scrapes read it (with several workers; else a no-op)."""
+        if self._shared is not None:
+            self._shared.publish(recorder, feedback, breaker, leader)
+
+    def render(self, live: LiveState, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition (Prometheus text, or OpenMetrics when `accept` asks for it) and its content type."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(_Scrape((events or self._events, _LiveCollector(live)))), content_type
+        shared = self._shared
+        if shared is None:
+            return encoder(_Scrape((self._events, _LiveCollector(live)))), content_type
+        shared.publish(live.recorder, live.feedback, live.breaker, live.leader)
+        return encoder(_Scrape((shared.collector, _LiveCollector(live, per_process=False)))), content_type
+
+
+class _SharedProcessMetrics:
+    """The per-process live metrics of one worker, in the multiprocess directory, and the collector over it."""
+
+    def __init__(self) -> None:
+        from prometheus_client import multiprocess
+
+        self.collector = multiprocess.MultiProcessCollector(None)
+        unregistered = CollectorRegistry()  # the values live in the directory's files; nothing reads this registry
+        self._recorder = {name: Counter(f"autoroute_recorder_{name}", help_text, registry=unregistered)
+                          for name, help_text in RECORDER_COUNTS.items()}  # fmt: skip
+        self._feedback = {name: Counter(f"autoroute_feedback_{name}", help_text, registry=unregistered)
+                          for name, help_text in FEEDBACK_COUNTS.items()}  # fmt: skip
+        self._queue = Gauge("autoroute_recorder_queue_depth", QUEUE_HELP, registry=unregistered,
+                            multiprocess_mode="livesum")  # fmt: skip
+        self._pending = Gauge("autoroute_recorder_pending", PENDING_HELP, registry=unregistered,
+                              multiprocess_mode="livesum")  # fmt: skip
+        self._breaker = Gauge("autoroute_circuit_breaker_state", BREAKER_HELP, ("model", "state"),
+                              registry=unregistered, multiprocess_mode="livemax")  # fmt: skip
+        self._leader = Gauge("autoroute_worker_leader", LEADER_HELP, registry=unregistered, multiprocess_mode="liveall")
+        self._counted: dict[str, int] = {}
+
+    def publish(self, recorder: Mapping[str, int], feedback: Mapping[str, int], breaker: Mapping[str, str],
+                leader: bool) -> None:  # fmt: skip
+        for prefix, counters, values in (("recorder", self._recorder, recorder),
+                                         ("feedback", self._feedback, feedback)):  # fmt: skip
+            for name, counter in counters.items():
+                key, value = f"{prefix}_{name}", values.get(name, 0)
+                if value > self._counted.get(key, 0):
+                    counter.inc(value - self._counted.get(key, 0))
+                    self._counted[key] = value
+        self._queue.set(recorder.get("queue_depth", 0))
+        self._pending.set(recorder.get("pending", 0))
+        for model, state in breaker.items():
+            for candidate in BREAKER_STATES:
+                self._breaker.labels(model, candidate).set(1.0 if state == candidate else 0.0)
+        self._leader.set(1.0 if leader else 0.0)
 
 
 class _Scrape:
@@ -194,34 +275,16 @@ class _Scrape:
 
 
 class _LiveCollector:
-    def __init__(self, live: LiveState) -> None:
+    """The live metrics read at scrape time; `per_process=False` leaves out those the multiprocess directory merges."""
+
+    def __init__(self, live: LiveState, per_process: bool = True) -> None:
         self._live = live
+        self._per_process = per_process
 
     def collect(self) -> Iterator[Metric]:
         live = self._live
-        recorder = live.recorder
-        yield GaugeMetricFamily("autoroute_recorder_queue_depth", "Records waiting in the recorder's queue.",
-                                value=recorder.get("queue_depth", 0))  # fmt: skip
-        yield GaugeMetricFamily("autoroute_recorder_pending", "Records accepted and not yet written or given up: "
-                                "what a crash now would lose.", value=recorder.get("pending", 0))  # fmt: skip
-        for name, help_text in (
-            ("enqueued", "Records the recorder accepted."),
-            ("written", "Records the recorder wrote to the store."),
-            ("dropped", "Records refused because the queue was full or the recorder had stopped."),
-            ("lost", "Records in batches the store refused twice."),
-        ):
-            yield CounterMetricFamily(f"autoroute_recorder_{name}", help_text, value=recorder.get(name, 0))
-        yield CounterMetricFamily("autoroute_feedback_written", "Feedback committed and synced (200 answered).",
-                                  value=live.feedback.get("written", 0))  # fmt: skip
-        yield CounterMetricFamily("autoroute_feedback_failed", "Feedback that could not be made durable (503).",
-                                  value=live.feedback.get("failed", 0))  # fmt: skip
-        breaker = GaugeMetricFamily("autoroute_circuit_breaker_state", "Each model's circuit breaker: 1 for its "
-                                    "current state (closed, open, half_open), 0 for the others.",
-                                    labels=("model", "state"))  # fmt: skip
-        for model, state in sorted(live.breaker.items()):
-            for candidate in BREAKER_STATES:
-                breaker.add_metric((model, candidate), 1.0 if state == candidate else 0.0)
-        yield breaker
+        if self._per_process:
+            yield from self._process_metrics()
         yield GaugeMetricFamily("autoroute_models_available", "Enabled models whose credentials are present.",
                                 value=live.models_available)  # fmt: skip
         if live.learning_events is not None:
@@ -241,6 +304,24 @@ class _LiveCollector:
         for position, (name, version) in enumerate(live.routers.items(), 1):
             routers.add_metric((name, version, str(position)), 1.0)
         yield routers
+
+    def _process_metrics(self) -> Iterator[Metric]:
+        live = self._live
+        recorder = live.recorder
+        yield GaugeMetricFamily("autoroute_recorder_queue_depth", QUEUE_HELP, value=recorder.get("queue_depth", 0))
+        yield GaugeMetricFamily("autoroute_recorder_pending", PENDING_HELP, value=recorder.get("pending", 0))
+        for name, help_text in RECORDER_COUNTS.items():
+            yield CounterMetricFamily(f"autoroute_recorder_{name}", help_text, value=recorder.get(name, 0))
+        for name, help_text in FEEDBACK_COUNTS.items():
+            yield CounterMetricFamily(f"autoroute_feedback_{name}", help_text, value=live.feedback.get(name, 0))
+        breaker = GaugeMetricFamily("autoroute_circuit_breaker_state", BREAKER_HELP, labels=("model", "state"))
+        for model, state in sorted(live.breaker.items()):
+            for candidate in BREAKER_STATES:
+                breaker.add_metric((model, candidate), 1.0 if state == candidate else 0.0)
+        yield breaker
+        leader = GaugeMetricFamily("autoroute_worker_leader", LEADER_HELP, labels=("pid",))
+        leader.add_metric((str(os.getpid()),), 1.0 if live.leader else 0.0)
+        yield leader
 
 
 __all__ = ["GatewayMetrics", "LiveState"]

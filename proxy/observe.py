@@ -67,6 +67,7 @@ async def live_state(services: Services) -> LiveState:
         feedback=dataclasses.asdict(services.feedback_writer.stats),
         breaker=services.breaker.snapshot(time.monotonic(), (m.name for m in runtime.registry.models)),
         models_available=len(runtime.available),
+        leader=services.election.leading,
         learning_events=learning,
         registry_version=runtime.registry.version,
         routers={r.name: str(r.version) for r in runtime.engine.chain},

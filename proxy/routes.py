@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import os
 import time
 import uuid
 from pathlib import Path
@@ -292,5 +293,7 @@ async def readiness(request: Request) -> Response:
         "circuit_breaker": services.breaker.snapshot(
             time.monotonic(), (m.name for m in services.holder.current.registry.models)
         ),
+        "worker": {"pid": os.getpid(), "leader": services.election.leading,
+                   "leader_pid": services.election.leader_pid()},
     }  # fmt: skip
     return JSONResponse(body, status_code=status)

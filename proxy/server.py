@@ -59,13 +59,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(app: Starlette, **uvicorn_options: Any) -> int:
-    """Run an app from `create_app` (its drain is `app.state.drain`) until a signal and the drain are over; the exit
-    status: 1 when the gateway failed to start, else 0."""
+def serve(app: Starlette, sockets: list[socket.socket] | None = None, **uvicorn_options: Any) -> int:
+    """Run an app from `create_app` (its drain is `app.state.drain`) until a signal and the drain are over, on
+    `sockets` when given (a worker's, bound by its supervisor: `proxy/workers.py`), else on uvicorn's `host`/`port`.
+    The exit status: 1 when the gateway failed to start, else 0."""
     config = uvicorn.Config(app, timeout_graceful_shutdown=BACKSTOP_S, **uvicorn_options)
     server = DrainingServer(config, app.state.drain)
-    server.run()
-    return 1 if server.failed else 0
+    server.run(sockets)
+    return 1 if server.failed or not server.started else 0
 
 
 __all__ = ["BACKSTOP_S", "DrainingServer", "serve"]

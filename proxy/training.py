@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +23,13 @@ from .evaluation.offline import evaluate_cv
 from .store import open_configured_store
 from .store_api import LearningStore
 from .versions import LEARNED, current_version
+
+if TYPE_CHECKING:
+    from router_plugins.classify.model import TaskModel
+    from router_plugins.registry import Registry
+    from router_plugins.serving import EmbeddingServer
+
+log = logging.getLogger(__name__)
 
 LABELLED_FILE = "task-labelled.jsonl"
 """The labelled prompts `train-classifier` was given, kept so that a refit while serving uses them again."""
@@ -115,6 +125,32 @@ def classifier_prompts(data_dir: Path | DataDir, store: LearningStore | None) ->
     if store is not None:
         prompts += [LabelledPrompt(text, task, "feedback", "feedback") for text, task in store.task_labels()]
     return prompts
+
+
+async def refit_task_model(
+    registry: Registry, data_dir: DataDir, store: LearningStore, server: EmbeddingServer
+) -> tuple[TaskModel, int]:
+    """Fit layers 3-4 while serving, on the registry's examples, the kept labelled prompts and the tasks feedback named,
+    embedding through the serving model; save it; return it and how many feedback labels it used."""
+    from router_plugins.classify.model import MODEL_FILE, fit_task_model
+
+    prompts = await asyncio.to_thread(classifier_prompts, data_dir.root, store)
+    loop = asyncio.get_running_loop()
+    path = data_dir.path(MODEL_FILE)
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        return asyncio.run_coroutine_threadsafe(server.embed(list(texts)), loop).result()
+
+    def fit() -> TaskModel:
+        model = fit_task_model(registry.tasks, prompts, embed)
+        model.save(path)
+        return model
+
+    model = await asyncio.to_thread(fit)
+    feedback = sum(p.origin == "feedback" for p in prompts)
+    log.info("task model fitted (%s prompts, %d named by feedback) and saved to %s", model.meta.get("prompts"),
+             feedback, path)  # fmt: skip
+    return model, feedback
 
 
 def train_classifier(config: Path, labelled_files: list[Path], data_dir: Path | DataDir | None = None,

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DB_FILE = "autoroute.db"
+LEADER_LOCK = "leader.lock"
 ARTIFACTS = "artifacts"
 CACHE = "cache"
 
@@ -44,6 +45,16 @@ def write_atomically(path: Path, writer: Callable[[BinaryIO], object], mode: int
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """What changes when a file is replaced or rewritten (mtime, size); None when there is no file. Readers that
+    reload a file when it changes compare stamps."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 class ArtifactVersionError(ValueError):
@@ -160,6 +171,11 @@ class DataDir:
     def db(self) -> Path:
         """The SQLite store."""
         return self.root / DB_FILE
+
+    @property
+    def leader_lock(self) -> Path:
+        """The lock the workers of `autoroute serve --workers N` elect their leader with (`proxy/leadership.py`)."""
+        return self.root / LEADER_LOCK
 
     @property
     def artifacts(self) -> Path:

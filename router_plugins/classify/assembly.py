@@ -7,12 +7,11 @@ scores exactly what a gateway on the same config and data directory serves.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine
+from ..datadir import ArtifactVersionError, DamagedArtifact, file_stamp, quarantine
 from ..registry import ClassifierSettings, Registry
 from .corrections import CorrectionsLayer
 from .model import MODEL_FILE, TaskModel
@@ -49,7 +48,7 @@ class ClassifierSources:
     _corrections: tuple[object, CorrectionsLayer | None] = (None, None)
 
     def text_model(self) -> TextModel | None:
-        stamp = (_stamp(self.artifacts / ARTIFACT_FILE), _stamp(SHIPPED_FILE))
+        stamp = (file_stamp(self.artifacts / ARTIFACT_FILE), file_stamp(SHIPPED_FILE))
         if stamp != self._text[0]:
             self._text = (stamp, self._load_text())
         return self._text[1]
@@ -75,7 +74,7 @@ class ClassifierSources:
 
     def task_model(self) -> TaskModel | None:
         path = self.artifacts / MODEL_FILE
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
         if stamp != self._task[0]:
             model = None
             if path.exists():
@@ -104,11 +103,3 @@ class ClassifierSources:
     def pointers(self) -> tuple[Path, ...]:
         """Files whose change a serving gateway swaps in: what `autoroute train-classifier` writes."""
         return (self.artifacts / ARTIFACT_FILE, self.artifacts / MODEL_FILE)
-
-
-def _stamp(path: Path) -> object:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_mtime_ns, stat.st_size)
