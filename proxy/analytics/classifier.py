@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from router_plugins.classify.cascade import FALLBACK_LAYER, SKIPPED_NO_EMBEDDING
+
 from .estimates import Rate, mean, rate
 from .window import WindowData
 
-FALLBACK = "fallback"
-SKIPPED = "skipped: no embedding given"
-"""router_plugins.classify.cascade's markers, spelled out so the analyses do not import the classifier."""
+FALLBACK = FALLBACK_LAYER
+SKIPPED = SKIPPED_NO_EMBEDDING
 
 
 @dataclass(frozen=True)
