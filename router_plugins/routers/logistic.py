@@ -6,7 +6,11 @@ failure with weight 1 − q. The objectives are independent, so their sum is min
 model's weights (two matrix products per step instead of one solver per model: ~20× faster on 29 models).
 
 C is never chosen on data a caller scores on: `fit_selected` picks it per model by K-fold cross-validation inside the
-rows it is given, then refits on all of them. An evaluation harness that calls it per outer fold is nested CV.
+rows it is given, then refits on all of them. An evaluation harness that calls it per outer fold is nested CV. On large
+training sets the selection runs on a fixed random subsample of at most `SELECTION_ROWS` rows (the constant barely
+moves with more data, the time does), and the final fit on every row warm-starts from the subsample's fit: this keeps
+a 100k-row retrain within the 60 s budget (docs/PERFORMANCE.md). The inner folds' out-of-fold predictions at the chosen
+constants are returned, for calibrations that must not see their own fit (per-preference operating points).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ DEFAULT_C = 0.3
 INNER_FOLDS = 3
 INNER_SEED = 7919
 MIN_ROWS_TO_SELECT = 30
+SELECTION_ROWS = 20_000
+"""Rows the inner CV selects C on; larger training sets select on a random subsample of this many."""
 MAX_ITERATIONS = 300
 
 
@@ -37,6 +43,10 @@ class LogisticFit:
     """[M] the regularisation constant each model was fitted with."""
     inner_loss: dict[float, list[float]] | None = None
     """Per candidate C, each model's inner-CV log loss (None when C was not selected)."""
+    oof_rows: np.ndarray | None = None
+    """Indices (into the rows given) that have inner out-of-fold predictions: all, or the selection subsample."""
+    oof: np.ndarray | None = None
+    """[len(oof_rows), M] inner out-of-fold success probabilities at each model's chosen C (None: not selected)."""
 
 
 def predict_logistic(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
@@ -107,23 +117,34 @@ def soft_log_loss(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
         return loss.sum(axis=0) / known.sum(axis=0)
 
 
-def fit_selected(X: np.ndarray, Q: np.ndarray, grid: tuple[float, ...] = C_GRID) -> LogisticFit:
-    """Each model's C chosen from `grid` by `INNER_FOLDS`-fold CV on these rows only, then a fit on all of them."""
+def fit_selected(
+    X: np.ndarray, Q: np.ndarray, grid: tuple[float, ...] = C_GRID, selection_rows: int = SELECTION_ROWS
+) -> LogisticFit:
+    """Each model's C chosen from `grid` by `INNER_FOLDS`-fold CV on these rows only (on a random subsample of
+    `selection_rows` of them when there are more), then a fit on all of them."""
     if len(X) < MIN_ROWS_TO_SELECT or len(grid) == 1:
         fixed = np.full(Q.shape[1], grid[0] if len(grid) == 1 else DEFAULT_C)
         return LogisticFit(*fit_logistic(X, Q, fixed), C=fixed)
-    out_of_fold = {C: np.full(Q.shape, np.nan) for C in grid}
-    for held in kfold_indices(len(X), INNER_FOLDS, INNER_SEED):
-        rows = np.setdiff1d(np.arange(len(X)), held)
+    rows = np.arange(len(X))
+    if len(X) > selection_rows:
+        rows = np.sort(np.random.default_rng(INNER_SEED).choice(len(X), selection_rows, replace=False))
+    Xs, Qs = X[rows], Q[rows]
+    out_of_fold = {C: np.full(Qs.shape, np.nan) for C in grid}
+    for held in kfold_indices(len(Xs), INNER_FOLDS, INNER_SEED):
+        kept = np.setdiff1d(np.arange(len(Xs)), held)
         start = None
         for C in sorted(grid):  # along the path, each fit warm-starts the next
-            start = fit_logistic(X[rows], Q[rows], C, start)
-            out_of_fold[C][held] = predict_logistic(X[held], *start)
-    losses = {C: soft_log_loss(out_of_fold[C], Q) for C in grid}
+            start = fit_logistic(Xs[kept], Qs[kept], C, start)
+            out_of_fold[C][held] = predict_logistic(Xs[held], *start)
+    losses = {C: soft_log_loss(out_of_fold[C], Qs) for C in grid}
     table = np.nan_to_num(np.array([losses[C] for C in grid]), nan=np.inf)
-    chosen = np.array(grid)[np.argmin(table, axis=0)]
-    coef, intercept = fit_logistic(X, Q, chosen)
-    return LogisticFit(coef, intercept, chosen, {C: [float(v) for v in losses[C]] for C in grid})
+    best = np.argmin(table, axis=0)
+    chosen = np.array(grid)[best]
+    oof = np.column_stack([out_of_fold[grid[b]][:, j] for j, b in enumerate(best)]) if len(best) else None
+    start = fit_logistic(Xs, Qs, chosen) if len(rows) < len(X) else None
+    coef, intercept = fit_logistic(X, Q, chosen, start)
+    inner = {C: [float(v) for v in losses[C]] for C in grid}
+    return LogisticFit(coef, intercept, chosen, inner, rows, oof)
 
 
 def _logit(p: float) -> float:
