@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from router_plugins.datadir import file_stamp, write_atomically
 from router_plugins.outcomes import OutcomeSet, from_feedback
@@ -39,6 +39,7 @@ from .store_api import LearningStore
 from .versions import FORCED, LEARNED, PROMOTION, REJECTION, check_rollback, publish
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WINRATE_SNAPSHOT = "winrate-current.json"
 MIN_EVALUATION_DECISIONS = 20
@@ -234,6 +235,15 @@ def record_challenge(store: LearningStore, result: ChallengeResult) -> LearningE
     return event
 
 
+def _one_thread(work: Callable[..., T], *args: Any) -> T:
+    """Run `work` with numerical libraries on one thread: a retrain inside the gateway leaves the other core to the
+    request path (BLAS would otherwise spread a fit's matrix products over both)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return work(*args)
+
+
 class LearningLoop:
     """The aggregator and the trainer as asyncio tasks; the blocking work runs in threads."""
 
@@ -288,7 +298,7 @@ class LearningLoop:
             return None  # the learned router reads the static table: wait until it is built
         registry = self._registry()
         async with self._moving:
-            result = await asyncio.to_thread(challenge, registry, self._store, self._artifacts, context)
+            result = await asyncio.to_thread(_one_thread, challenge, registry, self._store, self._artifacts, context)
             if result is None:
                 return None
             self.last_challenge = result

@@ -194,6 +194,10 @@ class LearningSettings:
     min_model_outcomes: int = 30
     """Training outcomes a model needs before the learned router predicts it from them; below, it predicts the
     model's registry prior, and a challenger that would route to such a model is not promoted."""
+    max_train_rows: int = 50_000
+    """The learned router fits at most this many outcomes: a uniform random sample (fixed seed) of larger training
+    sets. It bounds a retrain's time and memory (100k outcomes: within the 60 s budget, docs/PERFORMANCE.md);
+    beyond ~50k rows a per-model fit on ~400 features gains little."""
     min_ess: float = 200.0
     """Effective sample size (of the importance weights on the held-out logged decisions) a challenger's off-policy
     estimate must rest on to be promoted: about how many logged decisions the estimate is really worth."""
@@ -216,3 +220,5 @@ class LearningSettings:
             raise ValueError("learning.evaluation_share must be between 0 and 1")
         if self.min_model_outcomes < 0 or self.min_ess < 0 or self.promotion_margin < 0:
             raise ValueError("learning.min_model_outcomes, min_ess and promotion_margin must be >= 0")
+        if self.max_train_rows < 100:
+            raise ValueError("learning.max_train_rows must be at least 100")

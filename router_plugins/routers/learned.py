@@ -60,12 +60,15 @@ class LearnedRouter:
         self._counts = np.zeros(0)
         """Known outcomes per model in training; a model with fewer than `_min_outcomes` is predicted by its prior."""
         self._min_outcomes = registry.learning.min_model_outcomes
+        self._max_rows = registry.learning.max_train_rows
         self.latency: dict[str, tuple[float, float, int]] = {}
         """Per model (a, b, n): log latency_ms ≈ a + b·log1p(prompt chars), fitted on n measured calls."""
         self.regularisation: dict[str, float] = {}
         """Per model, the C its logistic regression was fitted with (chosen by inner CV on the training data)."""
         self.version = "unfitted"
         self.trained_on = 0
+        self.offered = 0
+        """Outcomes offered to the last `fit` (more than `trained_on` when it sampled `learning.max_train_rows`)."""
         self._status = "not fitted"
 
     # -- features ---------------------------------------------------------------------------------------------
@@ -115,7 +118,11 @@ class LearnedRouter:
     # -- training ---------------------------------------------------------------------------------------------
 
     def fit(self, data: OutcomeSet) -> None:
-        """Fit on `data` alone: each model's C is chosen by cross-validation inside `data` (see `logistic`)."""
+        """Fit on `data` alone: each model's C is chosen by cross-validation inside `data` (see `logistic`). Above
+        `learning.max_train_rows` outcomes, on a uniform random sample of that many (a fixed seed: reproducible)."""
+        self.offered = len(data)
+        if len(data) > self._max_rows:
+            data = data.subset(np.sort(np.random.default_rng(0).choice(len(data), self._max_rows, replace=False)))
         X = self.features(data.texts, data.tasks)
         fitted = fit_selected(X, data.quality, self.c_grid)
         coef, intercept = fitted.coef, fitted.intercept
@@ -254,7 +261,7 @@ class LearnedRouter:
         path = directory / f"learned-{self.version}.npz"
         meta = {
             "format": ARTIFACT_FORMAT, "version": self.version, "models": list(self.models), "tasks": self._tasks,
-            "trained_on": self.trained_on, "regularisation": self.regularisation,
+            "trained_on": self.trained_on, "offered": self.offered, "regularisation": self.regularisation,
             "latency": {m: list(v) for m, v in self.latency.items()}, **(extra or {}),
         }  # fmt: skip
         write_atomically(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,

@@ -7,10 +7,9 @@ model's weights (two matrix products per step instead of one solver per model: ~
 
 C is never chosen on data a caller scores on: `fit_selected` picks it per model by K-fold cross-validation inside the
 rows it is given, then refits on all of them. An evaluation harness that calls it per outer fold is nested CV. On large
-training sets the selection runs on a fixed random subsample of at most `SELECTION_ROWS` rows (the constant barely
-moves with more data, the time does), and the final fit on every row warm-starts from the subsample's fit: this keeps
-a 100k-row retrain within the 60 s budget (docs/PERFORMANCE.md). The inner folds' out-of-fold predictions at the chosen
-constants are returned, for calibrations that must not see their own fit (per-preference operating points).
+training sets the selection runs on a fixed random subsample of at most `SELECTION_ROWS` rows (the choice barely
+moves with more data, the time does), then the final fit uses every row. The inner folds' out-of-fold predictions at
+the chosen constants are returned, for calibrations that must not see their own fit (per-preference operating points).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ DEFAULT_C = 0.3
 INNER_FOLDS = 3
 INNER_SEED = 7919
 MIN_ROWS_TO_SELECT = 30
-SELECTION_ROWS = 20_000
+SELECTION_ROWS = 10_000
 """Rows the inner CV selects C on; larger training sets select on a random subsample of this many."""
 MAX_ITERATIONS = 300
 
@@ -141,8 +140,7 @@ def fit_selected(
     best = np.argmin(table, axis=0)
     chosen = np.array(grid)[best]
     oof = np.column_stack([out_of_fold[grid[b]][:, j] for j, b in enumerate(best)]) if len(best) else None
-    start = fit_logistic(Xs, Qs, chosen) if len(rows) < len(X) else None
-    coef, intercept = fit_logistic(X, Q, chosen, start)
+    coef, intercept = fit_logistic(X, Q, chosen)  # warm-starting from a subsample fit costs what it saves
     inner = {C: [float(v) for v in losses[C]] for C in grid}
     return LogisticFit(coef, intercept, chosen, inner, rows, oof)
 

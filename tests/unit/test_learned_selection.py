@@ -96,3 +96,39 @@ def test_the_joint_fit_is_sklearns_logistic_regression_on_soft_labels() -> None:
         )
         np.testing.assert_allclose(coef[j], reference.coef_[0], atol=2e-3)
         np.testing.assert_allclose(intercept[j], reference.intercept_[0], atol=2e-3)
+
+
+def test_large_training_sets_select_c_on_a_subsample_and_return_its_out_of_fold_predictions() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 5))
+    Q = (rng.random((400, 2)) < 1 / (1 + np.exp(-(X @ rng.normal(size=(5, 2)))))).astype(float)
+    full = logistic.fit_selected(X, Q, selection_rows=1000)
+    sampled = logistic.fit_selected(X, Q, selection_rows=120)
+    assert full.oof_rows is not None and full.oof is not None and len(full.oof_rows) == 400
+    assert sampled.oof_rows is not None and sampled.oof is not None
+    assert len(sampled.oof_rows) == 120 and len(set(sampled.oof_rows.tolist())) == 120
+    assert sampled.oof.shape == (120, 2) and np.isfinite(sampled.oof).all()
+    # The out-of-fold predictions are the inner folds' at each model's chosen C: their loss is the chosen C's.
+    assert full.inner_loss is not None
+    chosen_loss = [full.inner_loss[float(c)][j] for j, c in enumerate(full.C)]
+    np.testing.assert_allclose(logistic.soft_log_loss(full.oof, Q), chosen_loss, rtol=1e-6)
+    # The final fit still uses every row: it equals a plain fit at the chosen constants.
+    coef, intercept = logistic.fit_logistic(X, Q, sampled.C)
+    np.testing.assert_allclose(sampled.coef, coef, atol=2e-3)
+    np.testing.assert_allclose(sampled.intercept, intercept, atol=2e-3)
+
+
+def test_the_learned_router_fits_a_sample_of_max_train_rows(data: OutcomeSet) -> None:
+    import dataclasses
+
+    registry = registry_for(data)
+    capped = dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, max_train_rows=100))
+    big = data.subset(np.arange(len(data)).repeat(2))  # 160 rows
+    router = LearnedRouter(capped, RouterContext(static_embed=bag_of_words))
+    router.fit(big)
+    assert (router.offered, router.trained_on) == (160, 100)
+    again = LearnedRouter(capped, RouterContext(static_embed=bag_of_words))
+    again.fit(big)
+    np.testing.assert_array_equal(router._coef, again._coef)  # the sample is reproducible
+    with pytest.raises(ValueError, match="max_train_rows"):
+        dataclasses.replace(registry.learning, max_train_rows=10)
