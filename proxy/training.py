@@ -88,6 +88,8 @@ def train(
         if store is not None:
             router.fit_latency(store.latency_samples())
         report["latency_measured"] = {m: n for m, (_, _, n) in sorted(router.latency.items())}
+        report["operating_points"] = {"note": router.operating_note,
+                                      **{p: v.to_dict() for p, v in router.operating_points.items()}}  # fmt: skip
         artifacts = datadir.artifacts
         champion = current_version(artifacts, LEARNED)
         if gated:

@@ -46,6 +46,10 @@ class RouterSettings:
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     """Skip a model that keeps failing while it cools down (`router_plugins/health.py`)."""
     sessions: SessionSettings = SessionSettings()
+    calibrate_preferences: bool = True
+    """true: the learned router routes `balanced` and `cost` with the cost weight calibrated when it was trained (the
+    knee of its out-of-fold quality-cost curve; the cheapest point reaching the best single model's quality),
+    replacing those preferences' `cost_weight`; false: every preference routes with its weights as written."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

@@ -153,6 +153,10 @@ def format_offline(report: dict[str, Any]) -> str:
         lines.append(
             "  feature importance (Brier increase when shuffled): " + ", ".join(f"{k} {v:.4f}" for k, v in ranked)
         )
+    if report.get("operating_points"):
+        from .operating import format_operating
+
+        lines.extend(format_operating(report["operating_points"]))
     for task, sub in report.get("per_task", {}).items():
         lines.append(
             f"  task {task:<14} n={sub['n_test']:<5} best single {_fmt(sub['best_single']['quality'])}"

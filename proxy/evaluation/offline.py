@@ -17,6 +17,7 @@ from router_plugins.routers import PromptBatch, RouterContext, RouterTable, Trai
 
 from . import metrics
 from .metrics import Point
+from .operating import FoldWeights, fold_weights, operating_report
 
 LAMBDAS = (0.0, *np.logspace(-3, 3, 49).tolist())
 """Cost weights swept for the quality–cost curve, relative to the mean predicted cost: 0 ignores cost."""
@@ -63,10 +64,12 @@ def cross_validated_predictions(
     seed: int = 0,
     importance: list[dict[str, float]] | None = None,
     table: RouterTable | None = None,
+    operating: list[FoldWeights] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold predictions for every prompt, and the model each fold's train split ranks best.
 
-    When `importance` is a list, each fold's held-out feature importance is appended (routers that report one).
+    When `importance` is a list, each fold's held-out feature importance is appended (routers that report one); when
+    `operating` is, each fold's test rows and per-preference weights (routers that calibrate them).
     """
     quality = np.zeros_like(data.quality)
     cost = np.zeros_like(data.cost)
@@ -79,6 +82,8 @@ def cross_validated_predictions(
         quality[test_idx], cost[test_idx] = predict(router, held_out)
         if importance is not None and hasattr(router, "feature_importance"):
             importance.append(router.feature_importance(held_out))
+        if operating is not None and (weights := fold_weights(router, test_idx)) is not None:
+            operating.append(weights)
         train_quality[test_idx] = np.nanmean(train.quality, axis=0)
     return quality, cost, train_quality
 
@@ -209,6 +214,9 @@ def evaluate_split(
     report = score(name, test, quality, cost, train_quality)
     if hasattr(router, "feature_importance"):
         report["feature_importance"] = router.feature_importance(test)
+    weights = fold_weights(router, np.arange(len(test)))
+    if landing := operating_report(test, quality, cost, [weights] if weights else [], report["best_single"]):
+        report["operating_points"] = landing
     return report
 
 
@@ -224,11 +232,14 @@ def evaluate_cv(
     """Pooled out-of-fold scores. Each fold's router is fitted on the other folds only, so whatever it selects
     inside `fit` (the learned router's C) is selected by nested CV."""
     importance: list[dict[str, float]] = []
+    operating: list[FoldWeights] = []
     quality, cost, train_quality = cross_validated_predictions(
-        name, data, folds, context=context, seed=seed, importance=importance, table=table
+        name, data, folds, context=context, seed=seed, importance=importance, table=table, operating=operating
     )
     report = score(name, data, quality, cost, train_quality)
     report["folds"] = folds
+    if (landing := operating_report(data, quality, cost, operating, report["best_single"])) is not None:
+        report["operating_points"] = landing
     if importance:
         report["feature_importance"] = {k: float(np.mean([f[k] for f in importance])) for k in importance[0]}
     return report

@@ -8,7 +8,8 @@ model, a linear fit of the recorded cost on prompt length, or the registry's pri
 Latency: per model, log latency fitted on log prompt length from the gateway's own measurements, shrunk toward the
 registry's prior while measurements are few. A model with fewer than `learning.min_model_outcomes` training outcomes
 is predicted by its registry prior: a fit on a handful of outcomes (two feedback scores, say) would send all traffic
-wherever they happened to be good.
+wherever they happened to be good. Preferences: `balanced` and `cost` route with a cost weight calibrated on the
+inner out-of-fold predictions when the data records costs (`operating`; `router.calibrate_preferences`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,11 @@ import numpy as np
 from ..datadir import ArtifactVersionError, DamagedArtifact, quarantine, read_pointer, write_atomically, write_pointer
 from ..embeddings import focus
 from ..outcomes import OutcomeSet
-from ..registry import ModelEntry, Registry
+from ..registry import ModelEntry, PreferenceWeights, Registry
 from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
-from .logistic import C_GRID, fit_selected
+from .logistic import C_GRID, MIN_ROWS_TO_SELECT, LogisticFit, fit_selected
+from .operating import OperatingPoint, best_single, calibrate
 from .ranking import Estimate, Estimates, decide
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,10 @@ class LearnedRouter:
         """Per model (a, b, n): log latency_ms ≈ a + b·log1p(prompt chars), fitted on n measured calls."""
         self.regularisation: dict[str, float] = {}
         """Per model, the C its logistic regression was fitted with (chosen by inner CV on the training data)."""
+        self.operating_points: dict[str, OperatingPoint] = {}
+        """Per preference, the cost weight calibrated at fit time (empty: the registry's weights serve)."""
+        self.operating_note = "not calibrated"
+        """How the operating points were calibrated, or why they were not."""
         self.version = "unfitted"
         self.trained_on = 0
         self.offered = 0
@@ -133,6 +140,28 @@ class LearnedRouter:
         self._cost_coef = _fit_cost(data)
         self.trained_on = len(data)
         self.version = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + f"-n{len(data)}"
+        self.operating_points, self.operating_note = self._calibrate(data, fitted)
+
+    def _calibrate(self, data: OutcomeSet, fitted: LogisticFit) -> tuple[dict[str, OperatingPoint], str]:
+        """Operating points on the inner out-of-fold success probabilities (never this fit's own), with the cost
+        model's in-sample predictions (two coefficients per model: nothing to overfit) and the latency model as it
+        stands at fit time (the registry's priors until measured latencies are fitted)."""
+        if not data.has_cost:
+            return {}, "registry weights: the training data records no costs"
+        if fitted.oof is None or fitted.oof_rows is None or len(fitted.oof_rows) < MIN_ROWS_TO_SELECT:
+            return {}, f"registry weights: no out-of-fold predictions (< {MIN_ROWS_TO_SELECT} rows, or C fixed)"
+        rows = fitted.oof_rows
+        texts = [data.texts[i] for i in rows]
+        quality = fitted.oof.copy()
+        for j, name in enumerate(self.models):  # as `predict`: a model with too few outcomes serves by its prior
+            model = self._registry.model(name)
+            if not self.learned(name) and model is not None:
+                quality[:, j] = [model.prior_quality(data.tasks[i] or "default") for i in rows]
+        chars = np.array([len(t) for t in texts], dtype=np.float64)
+        best = best_single(data.quality)
+        points = calibrate(quality, self._predict_cost(chars), data.quality[rows], data.cost[rows], best,
+                           self._registry.preferences, self._latency_matrix(chars))  # fmt: skip
+        return points, f"calibrated on {len(rows)} out-of-fold prompts; best single {self.models[best]}"
 
     def fit_latency(self, samples: Sequence[tuple[str, int, float]]) -> None:
         """Fit each model's latency on measured calls: (model, prompt chars, latency ms) of successful attempts."""
@@ -155,12 +184,24 @@ class LearnedRouter:
 
     def predict_latency(self, model: ModelEntry, chars: float) -> float:
         """Expected latency in ms: the measured fit blended with the registry's prior by the count of measurements."""
-        prior = float(np.log(max(model.latency_ms, 1.0)))
+        return float(self._latencies(model, np.array([float(chars)]))[0])
+
+    def _latencies(self, model: ModelEntry, chars: np.ndarray) -> np.ndarray:
         if model.name not in self.latency:
-            return model.latency_ms
+            return np.full(len(chars), float(model.latency_ms))
+        prior = float(np.log(max(model.latency_ms, 1.0)))
         a, b, n = self.latency[model.name]
         weight = n / (n + LATENCY_PRIOR_WEIGHT)
-        return float(np.exp(weight * (a + b * np.log1p(chars)) + (1 - weight) * prior))
+        return np.exp(weight * (a + b * np.log1p(chars)) + (1 - weight) * prior)
+
+    def _latency_matrix(self, chars: np.ndarray) -> np.ndarray:
+        """[n, M] expected latency of each model for prompts of `chars` characters (NaN: not in the registry)."""
+        out = np.full((len(chars), len(self.models)), np.nan)
+        for j, name in enumerate(self.models):
+            model = self._registry.model(name)
+            if model is not None:
+                out[:, j] = self._latencies(model, chars)
+        return out
 
     # -- prediction -------------------------------------------------------------------------------------------
 
@@ -172,21 +213,36 @@ class LearnedRouter:
             if not self.learned(name) and model is not None:
                 quality[:, j] = [model.prior_quality(t or "default") for t in prompts.tasks]
         chars = np.array([len(t) for t in prompts.texts], dtype=np.float64)
-        cost = np.empty_like(quality)
+        return Prediction(self.models, quality, self._predict_cost(chars))
+
+    def _predict_cost(self, chars: np.ndarray) -> np.ndarray:
+        """[n, M] expected cost per request: the fitted line, or the registry's prices where none was recorded."""
+        cost = np.empty((len(chars), len(self.models)))
         for j, name in enumerate(self.models):
             a, b = self._cost_coef[j]
             if np.isfinite(a):
                 cost[:, j] = np.maximum(a + b * chars, 1e-9)
             else:
                 cost[:, j] = _price_estimate(self._registry.model(name), chars)
-        return Prediction(self.models, quality, cost)
+        return cost
+
+    def preference_weights(self, preference: str) -> tuple[PreferenceWeights, str | None]:
+        """The weights `preference` routes with, and a note when its cost weight is the calibrated one: the registry's
+        weights with the operating point's cost weight, unless `router.calibrate_preferences` is false."""
+        weights = self._registry.preferences[preference]
+        point = self.operating_points.get(preference)
+        if point is None or not point.calibrated or not self._registry.router.calibrate_preferences:
+            return weights, None
+        return replace(weights, cost_weight=point.cost_weight), f"cost weight {point.cost_weight:.3g} calibrated"
 
     def route(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
     ) -> RouteDecision | None:
-        weights = self._registry.preferences[request.preference]
-        return decide(self.name, self.version, "learned", self.estimate(request, task, candidates), request, task,
-                      weights)  # fmt: skip
+        weights, note = self.preference_weights(request.preference)
+        estimates = self.estimate(request, task, candidates)
+        if estimates is not None and note is not None:
+            estimates = replace(estimates, notes=(*estimates.notes, note))
+        return decide(self.name, self.version, "learned", estimates, request, task, weights)
 
     def estimate(
         self, request: ChatRequest, task: Classification, candidates: Sequence[ModelEntry]
@@ -262,7 +318,9 @@ class LearnedRouter:
         meta = {
             "format": ARTIFACT_FORMAT, "version": self.version, "models": list(self.models), "tasks": self._tasks,
             "trained_on": self.trained_on, "offered": self.offered, "regularisation": self.regularisation,
-            "latency": {m: list(v) for m, v in self.latency.items()}, **(extra or {}),
+            "latency": {m: list(v) for m, v in self.latency.items()},
+            "operating_points": {p: point.to_dict() for p, point in self.operating_points.items()},
+            "operating_note": self.operating_note, **(extra or {}),
         }  # fmt: skip
         write_atomically(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,
                                                counts=self._counts, meta=np.array(json.dumps(meta))))  # fmt: skip
@@ -281,6 +339,9 @@ class LearnedRouter:
             version, trained_on = meta["version"], int(meta.get("trained_on", 0))
             regularisation = {m: float(c) for m, c in meta.get("regularisation", {}).items()}
             latency = {m: (float(a), float(b), int(n)) for m, (a, b, n) in meta.get("latency", {}).items()}
+            # Artifacts from before the calibration have none: the registry's weights serve.
+            points = {p: OperatingPoint.from_dict(raw) for p, raw in meta.get("operating_points", {}).items()}
+            note = str(meta.get("operating_note", "registry weights: the artifact predates calibration"))
             if coef.shape[0] != len(models) or intercept.shape != (len(models),) or counts.shape != (len(models),):
                 raise ValueError(f"arrays for {coef.shape[0]} models, the metadata names {len(models)}")
         except (ArtifactVersionError, FileNotFoundError):
@@ -288,7 +349,7 @@ class LearnedRouter:
         except Exception as exc:  # noqa: BLE001 - whatever a damaged archive raises
             raise DamagedArtifact(f"{path} is not a usable learned-router artifact: {exc}") from exc
         self._coef, self._intercept, self._cost_coef, self._counts = coef, intercept, cost, counts
-        self.regularisation = regularisation
+        self.regularisation, self.operating_points, self.operating_note = regularisation, points, note
         self.models, self._tasks, self.version, self.trained_on, self.latency = (
             models,
             tasks,

@@ -76,7 +76,11 @@ def test_predictions_follow_the_training_outcomes(router: LearnedRouter) -> None
     assert prediction.cost[0, 0] > prediction.cost[0, 1] > prediction.cost[0, 2] > 0
 
 
-def test_preferences_change_the_choice(router: LearnedRouter) -> None:
+def test_preferences_change_the_choice(train: OutcomeSet) -> None:
+    registry = registry_for(train)  # weights as written (calibrated ones: tests/unit/test_operating_points.py)
+    registry = dataclasses.replace(registry, router=dataclasses.replace(registry.router, calibrate_preferences=False))
+    router = LearnedRouter(registry, RouterContext(static_embed=bag_of_words))
+    router.fit(synthetic(train))
     # Coding: only big succeeds, so even the cost preference pays for it (0.95 − 0.6 beats 0.25 − 0.06).
     assert _route(router, "Write a Python function that sorts a list.", "coding", "quality")[0] == "big"
     assert _route(router, "Write a Python function that sorts a list.", "coding", "cost")[0] == "big"
