@@ -7,7 +7,7 @@
 On the three sets that record costs (routerbench, llmrouter, routellm), 5-fold CV for fold seeds 0 and 1
 (`proxy.evaluation.offline.evaluate_cv`, the data sets' own task labels, as bench/learned_table.py). Each outer
 fold's router calibrates `balanced` (the knee) and `cost` (the cheapest point reaching the best single model's
-quality; the two swap when that point is dearer than the knee) on its own inner out-of-fold predictions
+quality) on its own inner out-of-fold predictions
 (router_plugins/routers/operating.py); every test prompt is routed with the weights of the router that never saw it,
 and the choices are pooled. The JSON is merged (sets can be run one at a time); the table between the markers in
 docs/EVALUATION.md is written from the JSON alone (`--render-only`).

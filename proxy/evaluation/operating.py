@@ -2,7 +2,7 @@
 
 In cross-validation each fold's router has its own operating points: every test prompt is routed with the weights of
 the router fitted without it (`preference_weights`, exactly what `route` uses), and the choices are pooled out of
-fold. The names keep their order of spend (`cost` never dearer than `balanced`; see operating.py). Offline every
+fold. Offline every
 candidate has the registry's default latency, so the latency term is the same for all and drops out. Beside the
 landings: the best single model (chosen on the training folds) and the knee of the test curve, the curve swept with
 `balanced`'s weights and one cost weight for every fold over `router_plugins.routers.operating.COST_WEIGHT_GRID` on

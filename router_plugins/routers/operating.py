@@ -14,10 +14,7 @@ probabilities of `logistic.fit_selected`) and scores each sweep point on the rec
 - `balanced` takes the **knee** of that quality–cost curve (`knee`);
 - `cost` takes the cheapest point whose mean quality reaches the best single model's (`cheapest_reaching`), the
   best single being the model with the highest mean quality on all training rows; when no point reaches it, the
-  knee too, and the source says so;
-- the names keep their order of spend: when the point reaching the best single costs more than the knee (the knee
-  lies below the best single's quality), `cost` takes the knee and `balanced` that point. A user who asks for
-  `auto:cost` never pays more than one who asks for `auto:balanced`.
+  max-quality point, and the source says so.
 
 The knee: draw the chord from the curve's cheapest point to its max-quality point (the cheapest of those with the
 highest quality) and take the point furthest above it, with cost and quality each scaled to [0, 1] between the two
@@ -43,9 +40,7 @@ COST_WEIGHT_GRID: tuple[float, ...] = (0.0, *np.round(np.logspace(-3, 3, 61), 6)
 REGISTRY = "registry"
 KNEE = "calibrated: knee of the out-of-fold curve"
 REACHES_BEST = "calibrated: cheapest point reaching the best single model's quality"
-NEVER_REACHES = "calibrated: best single model's quality never reached, knee of the out-of-fold curve"
-KNEE_CHEAPER = "calibrated: knee of the out-of-fold curve (reaching the best single model costs more)"
-REACHES_BEST_DEARER = "calibrated: cheapest point reaching the best single model's quality (above the knee)"
+NEVER_REACHES = "calibrated: best single model's quality never reached, max-quality point"
 
 
 @dataclass(frozen=True)
@@ -177,6 +172,11 @@ def cheapest_reaching(points: Sequence[SweepPoint], target: float) -> int | None
     return _middle(points, min(reaching, key=lambda i: (points[i].cost, -points[i].quality)))
 
 
+def max_quality(points: Sequence[SweepPoint]) -> int:
+    usable = [i for i, p in enumerate(points) if np.isfinite(p.quality)]
+    return _middle(points, min(usable, key=lambda i: (-points[i].quality, points[i].cost)))
+
+
 def _middle(points: Sequence[SweepPoint], index: int) -> int:
     """The middle of the run of consecutive grid points that land exactly where `points[index]` does."""
     same = (points[index].quality, points[index].cost)
@@ -205,34 +205,21 @@ def calibrate(
     """Each preference's operating point from predictions [n, M] the model did not fit and the recorded outcomes
     of the same prompts; `best_single` is the column of the best single model (chosen on the training rows)."""
     out = {}
-    sweeps = {}
     for name, weights in preferences.items():
-        if name in ("balanced", "cost"):
-            points = sweeps[name] = sweep(pred_quality, pred_cost, quality, cost, weights, latency, grid)
+        if name == "balanced":
+            points = sweep(pred_quality, pred_cost, quality, cost, weights, latency, grid)
             at, source = knee(points), KNEE
-            if name == "cost":
-                reached = cheapest_reaching(points, _mean(quality[:, best_single]))
-                at, source = (reached, REACHES_BEST) if reached is not None else (at, NEVER_REACHES)
+        elif name == "cost":
+            points = sweep(pred_quality, pred_cost, quality, cost, weights, latency, grid)
+            target = _mean(quality[:, best_single])
+            reached = cheapest_reaching(points, target)
+            at, source = (reached, REACHES_BEST) if reached is not None else (max_quality(points), NEVER_REACHES)
         else:
             points = sweep(pred_quality, pred_cost, quality, cost, weights, latency, (weights.cost_weight,))
             at, source = 0, REGISTRY
-        out[name] = _point(points[at], source)
-    if "balanced" in out and "cost" in out and _dearer(out["cost"], out["balanced"]):
-        # The point reaching the best single lies above the knee: the names keep their order of spend, `cost` the
-        # cheaper of the two points and `balanced` the dearer.
-        out["cost"] = _point(sweeps["cost"][knee(sweeps["cost"])], KNEE_CHEAPER)
-        reached = cheapest_reaching(sweeps["balanced"], _mean(quality[:, best_single]))
-        if reached is not None:
-            out["balanced"] = _point(sweeps["balanced"][reached], REACHES_BEST_DEARER)
+        p = points[at]
+        out[name] = OperatingPoint(p.cost_weight, _finite(p.quality), _finite(p.cost), source)
     return out
-
-
-def _point(p: SweepPoint, source: str) -> OperatingPoint:
-    return OperatingPoint(p.cost_weight, _finite(p.quality), _finite(p.cost), source)
-
-
-def _dearer(a: OperatingPoint, b: OperatingPoint) -> bool:
-    return a.oof_cost is not None and b.oof_cost is not None and a.oof_cost > b.oof_cost + 1e-12
 
 
 def _finite(value: float) -> float | None:
