@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from _tables import cv_arguments, write_between
 
 SETS = ("routerbench", "llmrouter", "routellm", "mmlu_pro", "alpaca_eval")
 PEERS = ("logreg-plain", "knn-static", "static-rules", "best-single")
@@ -136,28 +137,14 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(table: str) -> None:
-    text = DOC.read_text()
-    start, end = text.index(START) + len(START), text.index(END)
-    DOC.write_text(text[:start] + "\n" + table + "\n" + text[end:])
-
-
 def main() -> None:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routing")
-    parser.add_argument("--data-dir", type=Path, default=Path("autoroute-data"), help="holds the static table")
-    parser.add_argument("--sets", nargs="+", default=list(SETS))
+    parser = cv_arguments(__doc__.splitlines()[0], SETS, SEEDS)
     parser.add_argument("--routers", nargs="+", default=list(ROUTERS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.render_only else run(args)
     table = render(results)
-    write_doc(table)
+    write_between(DOC, START, END, table)
     print(table)
 
 

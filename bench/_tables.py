@@ -1,0 +1,31 @@
+"""What the nested-CV table commands share: their common arguments and rewriting a table between two doc markers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cv_arguments(description: str, sets: Sequence[str], seeds: Sequence[int]) -> argparse.ArgumentParser:
+    """The offline environment, and the arguments of a command that runs 5-fold CV over routing sets and seeds."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "routing")
+    parser.add_argument("--data-dir", type=Path, default=Path("autoroute-data"), help="holds the static table")
+    parser.add_argument("--sets", nargs="+", default=list(sets))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--render-only", action="store_true", help="rewrite the doc's table from the JSON alone")
+    return parser
+
+
+def write_between(doc: Path, start: str, end: str, table: str) -> None:
+    """Replace what lies between the markers `start` and `end` in `doc` by `table`."""
+    text = doc.read_text()
+    begin, finish = text.index(start) + len(start), text.index(end)
+    doc.write_text(text[:begin] + "\n" + table + "\n" + text[finish:])
