@@ -50,10 +50,15 @@ class RouterSettings:
     """true: the learned router routes `balanced` and `cost` with the cost weight calibrated when it was trained (the
     knee of its out-of-fold quality-cost curve; the cheapest point reaching the best single model's quality),
     replacing those preferences' `cost_weight`; false: every preference routes with its weights as written."""
+    calibration_min_outcomes: int = 500
+    """Training prompts the calibration needs: below, the registry's weights serve (a knee found on a few dozen prompts
+    is noise, and a large cost weight sends everything to the cheapest model)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("router.max_attempts must be >= 1")
+        if self.calibration_min_outcomes < 30:
+            raise ValueError("router.calibration_min_outcomes must be >= 30")
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,9 @@ class LearnedRouter:
         stands at fit time (the registry's priors until measured latencies are fitted)."""
         if not data.has_cost:
             return {}, "registry weights: the training data records no costs"
+        needed = self._registry.router.calibration_min_outcomes
+        if len(data) < needed:
+            return {}, f"registry weights: {len(data)} training prompts, calibration needs {needed}"
         if fitted.oof is None or fitted.oof_rows is None or len(fitted.oof_rows) < MIN_ROWS_TO_SELECT:
             return {}, f"registry weights: no out-of-fold predictions (< {MIN_ROWS_TO_SELECT} rows, or C fixed)"
         rows = fitted.oof_rows

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from proxy.evaluation.offline import evaluate_cv, registry_for
+from proxy.evaluation import offline
+from proxy.evaluation.offline import evaluate_cv
 from router_plugins.outcomes import OutcomeSet, load_outcomes
 from router_plugins.registry import PreferenceWeights, Registry, parse_registry
 from router_plugins.routers import LearnedRouter, RouterContext
@@ -30,6 +31,25 @@ from router_plugins.routers.ranking import Estimate, rank
 from router_plugins.types import ChatRequest, Classification
 
 from .test_learned_router import FIXTURES, bag_of_words, synthetic
+
+SMALL = 30
+"""These tests calibrate on 80 synthetic prompts: far below the default `router.calibration_min_outcomes`."""
+
+
+def registry_for(data: OutcomeSet, min_outcomes: int = SMALL) -> Registry:
+    registry = offline.registry_for(data)
+    return dataclasses.replace(
+        registry, router=dataclasses.replace(registry.router, calibration_min_outcomes=min_outcomes)
+    )
+
+
+@pytest.fixture(autouse=True)
+def _small_sets_calibrate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offline, "registry_for", lambda data, real=offline.registry_for: _lowered(real(data)))
+
+
+def _lowered(registry: Registry) -> Registry:
+    return dataclasses.replace(registry, router=dataclasses.replace(registry.router, calibration_min_outcomes=SMALL))
 
 
 def curve(*points: tuple[float, float]) -> list[SweepPoint]:
@@ -192,7 +212,15 @@ def test_quality_only_data_keeps_the_registry_weights(train: OutcomeSet) -> None
 def test_too_few_rows_keep_the_registry_weights(train: OutcomeSet) -> None:
     router = LearnedRouter(registry_for(train), RouterContext(static_embed=bag_of_words))
     router.fit(synthetic(train, n=10))  # 20 prompts: C is not selected, no out-of-fold predictions
-    assert router.operating_points == {} and "no out-of-fold predictions" in router.operating_note
+    assert router.operating_points == {} and "calibration needs 30" in router.operating_note
+
+
+def test_by_default_a_few_dozen_prompts_keep_the_registry_weights(train: OutcomeSet) -> None:
+    """A knee found on 80 prompts is noise: with the default minimum (500) the registry's weights serve."""
+    router = LearnedRouter(registry_for(train, min_outcomes=500), RouterContext(static_embed=bag_of_words))
+    router.fit(synthetic(train))
+    assert router.operating_points == {} and "80 training prompts, calibration needs 500" in router.operating_note
+    assert router.preference_weights("balanced") == (router._registry.preferences["balanced"], None)
 
 
 def test_artifact_round_trip_keeps_the_operating_points(
