@@ -15,7 +15,11 @@ from proxy.cli import main
 
 from .conftest import Gateway
 
-GAP_S = 0.5
+GAP_S = 6.0
+"""Quiet time before our traffic: the report starts in its middle; `top`'s window reaches `TOP_MARGIN_S` before it."""
+TOP_MARGIN_S = 2.0
+"""`top` reads its clock after ours (start-up, store): up to this much later its window still holds our first request,
+and it still starts after the other tests' traffic (GAP_S / 2 before `since`)."""
 SENT = [
     ("Write a Python function that merges two sorted lists.", "coder"),
     ("Good morning, report reader! How are you today?", "mini"),  # its label must not touch other tests' prompts
@@ -54,7 +58,7 @@ def test_report_and_top_show_the_traffic_sent(gateway: Gateway, tmp_path: Path,
     assert {"traffic.png", "success.png", "latency.png", "confusion.png"} <= {p.name for p in pngs.iterdir()}
 
     capsys.readouterr()
-    assert main(["top", "-w", str((time.time() - since) / 3600), *common]) == 0
+    assert main(["top", "-w", str((time.time() - since + TOP_MARGIN_S) / 3600), *common]) == 0
     text = capsys.readouterr().out
     assert "requests 3   success 100.0%" in text and "2 task labels" in text
     per_model = text.split("Per model (3 requests)")[1]
