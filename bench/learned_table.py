@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     class PlainLogistic(LearnedRouter):
         name = "logreg-plain"
         c_grid = (1.0,)
+        refine = False
 
     class KnnStatic(KnnRouter):
         name = "knn-static"

@@ -9,10 +9,12 @@ repeat carries a distinct trailing line, so no embedding is computed once and re
 fixed logistic model on the prompts' embeddings (their values do not change the work), one cost per row and model.
 
 Timed, single-threaded (`OMP_NUM_THREADS=1`: the trainer shares the two cores with the request path):
-`LearnedRouter.fit` as shipped (`learning.max_train_rows` = 50,000: a random half is fitted), and the same fit with
-the cap lifted (all 100k rows), each split into featurising and the rest (C chosen per model by inner CV on a 10k-row
-subsample, the final fit, the cost fit). The machine's load average at each start is recorded beside the times: other
-work on the two cores slows the fit, and the JSON says how busy the machine was.
+`LearnedRouter.fit` as shipped (`learning.max_train_rows` = 50,000: a random half is fitted; `selection_rows` =
+10,000) and with the lighter `CONFIGS["light"]`, each split into featurising (the base features) and the rest (on
+the selection subsample: the format groups, each model's C, the low-rank structure, the scale on C and the cost
+model chosen by inner CV; then the final fits on every row; `router_plugins/routers/fitting.py`). The machine's load
+average at each start is recorded beside the times: other work on the two cores slows the fit, and the JSON says how
+busy the machine was.
 """
 
 from __future__ import annotations
@@ -61,7 +63,12 @@ def synthetic_outcomes(texts: list[str], embed: Any) -> Any:
     return OutcomeSet([str(i) for i in range(n)], texts, [None] * n, ["synthetic"] * n, models, quality, cost, {})
 
 
-def timed_fit(data: Any, embed: Any, max_rows: int) -> dict[str, Any]:
+CONFIGS: dict[str, dict[str, int]] = {"shipped": {}, "light": {"selection_rows": 3_000, "max_train_rows": 25_000}}
+"""`learning` settings timed: the defaults, and a lighter pair an operator can set to retrain faster (its routing
+quality on the five sets is not what docs/EVALUATION.md reports: those use every training row for their choices)."""
+
+
+def timed_fit(data: Any, embed: Any, overrides: dict[str, int]) -> dict[str, Any]:
     from proxy.evaluation.offline import registry_for
     from router_plugins.routers import LearnedRouter, RouterContext
 
@@ -76,18 +83,20 @@ def timed_fit(data: Any, embed: Any, max_rows: int) -> dict[str, Any]:
                 spent["features_s"] += time.perf_counter() - started
 
     registry = registry_for(data)
-    registry = dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, max_train_rows=max_rows))
+    registry = dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, **overrides))
     router = Timed(registry, RouterContext(static_embed=embed))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     router.fit(data)
     total = time.perf_counter() - started
     return {
-        "max_train_rows": max_rows, "offered": router.offered, "fitted": router.trained_on,
+        "max_train_rows": registry.learning.max_train_rows, "selection_rows": registry.learning.selection_rows,
+        "offered": router.offered, "fitted": router.trained_on,
         "total_s": round(total, 1), "features_s": round(spent["features_s"], 1),
         "selection_and_fits_s": round(total - spent["features_s"], 1),
         "C_chosen": dict(sorted({str(c): list(router.regularisation.values()).count(c)
                                  for c in router.regularisation.values()}.items())),
+        "chosen": {k: router.fit_choices.get(k) for k in ("format_groups", "structure", "scale")},
         "load_average_at_start": round(load, 2), "within_budget": total <= BUDGET_S,
     }  # fmt: skip
 
@@ -96,23 +105,20 @@ def main() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from router_plugins.classify.static_embedding import StaticEmbedder
-    from router_plugins.settings import LearningSettings
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", type=Path, default=Path("autoroute-data"), help="holds the static table")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "perf" / "train_time.json")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     static = StaticEmbedder.load_or_build(args.data_dir)
     data = synthetic_outcomes(real_texts(args.rows), static.embed)
-    shipped = LearningSettings().max_train_rows
-    out: dict[str, Any] = {
-        "rows": args.rows, "models": MODELS, "budget_s": BUDGET_S, "threads": os.environ.get("OMP_NUM_THREADS"),
-        "cpus": os.cpu_count(), "shipped": timed_fit(data, static.embed, shipped),
-    }  # fmt: skip
-    print(json.dumps(out["shipped"]), flush=True)
-    out["uncapped"] = timed_fit(data, static.embed, args.rows)
-    print(json.dumps(out["uncapped"]), flush=True)
+    out: dict[str, Any] = {"rows": args.rows, "models": MODELS, "budget_s": BUDGET_S,
+                           "threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count()}  # fmt: skip
+    for name in args.configs:
+        out[name] = timed_fit(data, static.embed, CONFIGS[name])
+        print(name, json.dumps(out[name]), flush=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
 
 

@@ -207,6 +207,10 @@ class LearningSettings:
     """The learned router fits at most this many outcomes: a uniform random sample (fixed seed) of larger training
     sets. It bounds a retrain's time and memory (100k outcomes: within the 60 s budget, docs/PERFORMANCE.md);
     beyond ~50k rows a per-model fit on ~400 features gains little."""
+    selection_rows: int = 10_000
+    """Every choice the learned router makes by inner cross-validation (format features, each model's C, the low-rank
+    part, the scale on C, the cost model) is made on a fixed random subsample of at most this many outcomes; only the
+    final fits see all `max_train_rows`. Most of a large retrain's time goes here: lower it to retrain faster."""
     min_ess: float = 200.0
     """Effective sample size (of the importance weights on the held-out logged decisions) a challenger's off-policy
     estimate must rest on to be promoted: about how many logged decisions the estimate is really worth."""
@@ -229,5 +233,5 @@ class LearningSettings:
             raise ValueError("learning.evaluation_share must be between 0 and 1")
         if self.min_model_outcomes < 0 or self.min_ess < 0 or self.promotion_margin < 0:
             raise ValueError("learning.min_model_outcomes, min_ess and promotion_margin must be >= 0")
-        if self.max_train_rows < 100:
-            raise ValueError("learning.max_train_rows must be at least 100")
+        if self.max_train_rows < 100 or self.selection_rows < 100:
+            raise ValueError("learning.max_train_rows and learning.selection_rows must be at least 100")

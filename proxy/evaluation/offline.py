@@ -9,19 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from router_plugins import routing_metrics as metrics
 from router_plugins.classify import TaskClassifier
 from router_plugins.outcomes import OutcomeSet, kfold_indices
 from router_plugins.progress import track
 from router_plugins.registry import LiteLLMParams, ModelEntry, Registry
 from router_plugins.routers import PromptBatch, RouterContext, RouterTable, TrainableRouter, default_table
+from router_plugins.routing_metrics import curve, curve_aiq, two_model_scores
 
-from . import metrics
-from .metrics import Point
 from .operating import FoldWeights, fold_weights, operating_report
-
-LAMBDAS = (0.0, *np.logspace(-3, 3, 49).tolist())
-"""Cost weights swept for the quality–cost curve, relative to the mean predicted cost: 0 ignores cost."""
-CPT_TARGETS = (0.5, 0.8)
 
 
 def registry_for(data: OutcomeSet) -> Registry:
@@ -88,25 +84,6 @@ def cross_validated_predictions(
     return quality, cost, train_quality
 
 
-def choose(pred_quality: np.ndarray, pred_cost: np.ndarray, weight: float) -> np.ndarray:
-    """Per prompt, the model with the best predicted quality − weight × cost / (mean predicted cost)."""
-    cost = np.nan_to_num(pred_cost, nan=np.nanmax(pred_cost) if np.isfinite(pred_cost).any() else 0.0)
-    scale = float(np.mean(cost)) or 1.0
-    return np.argmax(pred_quality - weight * cost / scale, axis=1)
-
-
-def curve(data: OutcomeSet, pred_quality: np.ndarray, pred_cost: np.ndarray) -> list[Point]:
-    rows = np.arange(len(data))
-    has_cost = data.has_cost and np.isfinite(pred_cost).any()
-    points = []
-    for weight in LAMBDAS if has_cost else (0.0,):
-        chosen = choose(pred_quality, pred_cost, weight)
-        quality = float(np.nanmean(data.quality[rows, chosen]))
-        cost = float(np.nanmean(data.cost[rows, chosen])) if data.has_cost else float("nan")
-        points.append(Point(cost, quality, round(weight, 6)))
-    return points
-
-
 def score(
     router: str,
     data: OutcomeSet,
@@ -141,14 +118,9 @@ def score(
         "oracle_gap_captured": None,
     }
     if has_cost:
-        known = np.isfinite(test_cost)
-        cheapest = int(np.argmin(np.where(known, test_cost, np.inf)))
-        cost_min, cost_max = float(test_cost[known].min()), float(test_cost[known].max())
-        # Any router can send everything to the cheapest model: that point anchors every hull on the left.
-        anchor = Point(cost_min, float(test_quality[cheapest]), "cheapest model")
         at_best = metrics.quality_at_cost(points, best_cost)
         report.update(
-            aiq=metrics.aiq([*points, anchor], cost_min, cost_max),
+            aiq=curve_aiq(data, points),
             quality_at_best_cost=at_best,
             cost_to_match_best=metrics.cost_to_match(points, best_quality, best_cost),
             oracle_gap_captured=metrics.oracle_gap_captured(at_best, best_quality, oracle_quality),
@@ -157,7 +129,7 @@ def score(
         report["oracle_gap_captured"] = metrics.oracle_gap_captured(max_quality, best_quality, oracle_quality)
     report["calibration"] = calibration(data.quality, pred_quality)
     if len(data.models) == 2:
-        report.update(_two_model_scores(data, pred_quality, best))
+        report.update(two_model_scores(data, pred_quality, best))
     if per_task:
         report["per_task"] = {
             label: score(
@@ -190,19 +162,6 @@ def calibration(actual: np.ndarray, predicted: np.ndarray, bins: int = 10) -> di
         if (which == b).any()
     ]
     return {"brier": float(np.mean((p - y) ** 2)), "reliability": curve}
-
-
-def _two_model_scores(data: OutcomeSet, pred_quality: np.ndarray, strong: int) -> dict[str, Any]:
-    weak = 1 - strong
-    x, pgr = metrics.pgr_curve(
-        pred_quality[:, strong] - pred_quality[:, weak],
-        np.nan_to_num(data.quality[:, strong]),
-        np.nan_to_num(data.quality[:, weak]),
-    )
-    out: dict[str, Any] = {"apgr": metrics.apgr(x, pgr), "strong_model": data.models[strong]}
-    for target in CPT_TARGETS:
-        out[f"cpt{int(target * 100)}"] = metrics.cpt(x, pgr, target)
-    return out
 
 
 def evaluate_split(

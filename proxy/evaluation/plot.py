@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .metrics import Point, upper_hull
+from router_plugins.routing_metrics import Point, upper_hull
 
 
 def plot_offline(report: dict[str, Any], out: Path) -> None:

@@ -2,9 +2,10 @@
 
 Features: the prompt's static embedding (distilled MiniLM table, ~0.2 ms; on the routing-outcome sets it scores
 within 0.003 AIQ of the full transformer, at a hundredth of the cost), its log length, its task, and digit/code
-markers. Quality: one logistic regression per model on soft labels (the best of the families compared in
-docs/EVALUATION.md), each model's regularisation chosen by cross-validation inside the training data. Cost: per
-model, a linear fit of the recorded cost on prompt length, or the registry's prices when nothing was recorded.
+markers, plus the prompt-format groups (`prompt_format`) that inner CV keeps. Quality: one logistic regression per
+model on soft labels (the best of the families compared in docs/EVALUATION.md), with a shared low-rank part when it
+helps, every constant chosen by cross-validation inside the training data (`fitting`). Cost: per model, linear in
+prompt length or a log-ridge on the features (`cost_model`), or the registry's prices when nothing was recorded.
 Latency: per model, log latency fitted on log prompt length from the gateway's own measurements, shrunk toward the
 registry's prior while measurements are few. A model with fewer than `learning.min_model_outcomes` training outcomes
 is predicted by its registry prior: a fit on a handful of outcomes (two feedback scores, say) would send all traffic
@@ -21,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,17 +32,23 @@ from ..outcomes import OutcomeSet
 from ..registry import ModelEntry, PreferenceWeights, Registry
 from ..types import COST_PER_REQUEST, ChatRequest, Classification, RouteDecision
 from .base import Prediction, PromptBatch, RouterContext
-from .logistic import C_GRID, MIN_ROWS_TO_SELECT, LogisticFit, fit_selected
+from .cost_model import CostModel, price_estimate
+from .fitting import QualityFit, fit_quality
+from .logistic import C_GRID, MIN_ROWS_TO_SELECT, fit_selected, subsample_rows
 from .operating import OperatingPoint, best_single, calibrate
+from .prompt_format import FORMAT_GROUPS, columns, format_features
 from .ranking import Estimate, Estimates, decide
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FORMAT = "autoroute-learned-v1"
+ARTIFACT_FORMAT = "autoroute-learned-v2"
+READABLE_FORMATS = ("autoroute-learned-v1", ARTIFACT_FORMAT)
+"""v1 artifacts (before format features and the log-ridge cost) still load: linear cost, base features."""
 POINTER_FILE = "learned-current.json"
-EXPECTED_COMPLETION_TOKENS = 300
 LATENCY_PRIOR_WEIGHT = 10.0
 """How many measurements the registry's latency prior is worth: with n measured calls the fit gets n / (n + 10)."""
+_REPORTED = ("format_groups", "C", "structure", "factor", "scale", "cost")
+"""What `fit` chose by inner CV, kept in the artifact's metadata (the scores it chose by are not)."""
 _DIGIT = re.compile(r"\d")
 _CODE = re.compile(r"```|\bdef |\breturn\b|\{|;\n|\bfunction\b|\bclass ")
 
@@ -49,6 +57,9 @@ class LearnedRouter:
     name = "learned"
     c_grid: tuple[float, ...] = C_GRID
     """Regularisation constants searched per model by CV inside the training data; one value fixes C."""
+    refine = True
+    """Choose format features, a shared low-rank part, a scale on C and the cost model by inner CV (`fitting`);
+    False fits the plain per-model regressions with a linear cost (the docs' "plain logistic peer")."""
     needs_embeddings = False
     """It embeds with the static table itself; the transformer is not needed on the request path."""
 
@@ -59,11 +70,15 @@ class LearnedRouter:
         self.models: tuple[str, ...] = ()
         self._coef = np.zeros((0, 0))
         self._intercept = np.zeros(0)
-        self._cost_coef = np.zeros((0, 2))
+        self._cost = CostModel(np.zeros((0, 2)), [], [])
+        self.format_groups: list[str] = []
+        """The `prompt_format` groups appended to the base features (chosen at fit time)."""
+        self.fit_choices: dict = {}
+        """What the last `fit` chose by inner CV (`fitting.QualityFit.chosen`), for reports."""
         self._counts = np.zeros(0)
         """Known outcomes per model in training; a model with fewer than `_min_outcomes` is predicted by its prior."""
         self._min_outcomes = registry.learning.min_model_outcomes
-        self._max_rows = registry.learning.max_train_rows
+        self._max_rows, self._selection_rows = registry.learning.max_train_rows, registry.learning.selection_rows
         self.latency: dict[str, tuple[float, float, int]] = {}
         """Per model (a, b, n): log latency_ms ≈ a + b·log1p(prompt chars), fitted on n measured calls."""
         self.regularisation: dict[str, float] = {}
@@ -91,17 +106,19 @@ class LearnedRouter:
         task = np.array([[1.0 if t == name else 0.0 for name in self._tasks] for t in tasks]).reshape(len(texts), -1)
         digits = np.array([min(len(_DIGIT.findall(t)) / 20.0, 3.0) for t in texts])[:, None]
         code = np.array([1.0 if _CODE.search(t) else 0.0 for t in texts])[:, None]
-        return np.hstack([embedding, length, task, digits, code]).astype(np.float32)
+        parts = [embedding, length, task, digits, code]
+        if self.format_groups:
+            parts.append(format_features(texts)[:, columns(self.format_groups)])
+        return np.hstack(parts).astype(np.float32)
 
     def feature_groups(self) -> dict[str, slice]:
-        dim = self._coef.shape[1] - len(self._tasks) - 3
-        return {
-            "embedding": slice(0, dim),
-            "length": slice(dim, dim + 1),
-            "task": slice(dim + 1, dim + 1 + len(self._tasks)),
-            "digits": slice(dim + 1 + len(self._tasks), dim + 2 + len(self._tasks)),
-            "code": slice(dim + 2 + len(self._tasks), dim + 3 + len(self._tasks)),
-        }
+        widths = {"length": 1, "task": len(self._tasks), "digits": 1, "code": 1}
+        widths |= {group: len(FORMAT_GROUPS[group]) for group in self.format_groups}
+        start = self._coef.shape[1] - sum(widths.values())
+        groups = {"embedding": slice(0, start)}
+        for name, width in widths.items():
+            groups[name], start = slice(start, start + width), start + width
+        return groups
 
     def feature_importance(self, data: OutcomeSet, seed: int = 0) -> dict[str, float]:
         """Permutation importance: how much the Brier score worsens when one feature group is shuffled."""
@@ -130,21 +147,31 @@ class LearnedRouter:
         self.offered = len(data)
         if len(data) > self._max_rows:
             data = data.subset(np.sort(np.random.default_rng(0).choice(len(data), self._max_rows, replace=False)))
+        self.format_groups = []
         X = self.features(data.texts, data.tasks)
-        fitted = fit_selected(X, data.quality, self.c_grid)
-        coef, intercept = fitted.coef, fitted.intercept
+        chars = np.array([len(t) for t in data.texts], dtype=np.float64)
+        if self.refine and len(self.c_grid) > 1 and len(data) >= MIN_ROWS_TO_SELECT:
+            extra = format_features(data.texts)
+            fitted = fit_quality(X, extra, data, subsample_rows(len(data), self._selection_rows), self.c_grid)
+            if fitted.format_groups:
+                X = np.hstack([X, extra[:, columns(fitted.format_groups)]])
+        else:
+            plain = fit_selected(X, data.quality, self.c_grid, self._selection_rows)
+            fitted = QualityFit(plain.coef, plain.intercept, plain.C, CostModel.fit(X, chars, data.cost, False),
+                                oof_rows=plain.oof_rows, oof=plain.oof)  # fmt: skip
         self.regularisation = {m: float(c) for m, c in zip(data.models, fitted.C)}
-        self.models = tuple(data.models)
-        self._coef, self._intercept = coef, intercept
+        self.models, self.format_groups, self.fit_choices = tuple(data.models), fitted.format_groups, fitted.chosen
+        self._coef, self._intercept, self._cost = fitted.coef, fitted.intercept, fitted.cost
         self._counts = np.isfinite(data.quality).sum(axis=0).astype(np.float64)
-        self._cost_coef = _fit_cost(data)
         self.trained_on = len(data)
         self.version = time.strftime("%Y%m%d%H%M%S", time.gmtime()) + f"-n{len(data)}"
-        self.operating_points, self.operating_note = self._calibrate(data, fitted)
+        self.operating_points, self.operating_note = self._calibrate(data, fitted, X, chars)
 
-    def _calibrate(self, data: OutcomeSet, fitted: LogisticFit) -> tuple[dict[str, OperatingPoint], str]:
+    def _calibrate(
+        self, data: OutcomeSet, fitted: QualityFit, X: np.ndarray, chars: np.ndarray
+    ) -> tuple[dict[str, OperatingPoint], str]:
         """Operating points on the inner out-of-fold success probabilities (never this fit's own), with the cost
-        model's in-sample predictions (two coefficients per model: nothing to overfit) and the latency model as it
+        model's in-sample predictions (linear, or a ridge whose alpha inner CV chose) and the latency model as it
         stands at fit time (the registry's priors until measured latencies are fitted)."""
         if not data.has_cost:
             return {}, "registry weights: the training data records no costs"
@@ -154,16 +181,14 @@ class LearnedRouter:
         if fitted.oof is None or fitted.oof_rows is None or len(fitted.oof_rows) < MIN_ROWS_TO_SELECT:
             return {}, f"registry weights: no out-of-fold predictions (< {MIN_ROWS_TO_SELECT} rows, or C fixed)"
         rows = fitted.oof_rows
-        texts = [data.texts[i] for i in rows]
         quality = fitted.oof.copy()
         for j, name in enumerate(self.models):  # as `predict`: a model with too few outcomes serves by its prior
             model = self._registry.model(name)
             if not self.learned(name) and model is not None:
                 quality[:, j] = [model.prior_quality(data.tasks[i] or "default") for i in rows]
-        chars = np.array([len(t) for t in texts], dtype=np.float64)
         best = best_single(data.quality)
-        points = calibrate(quality, self._predict_cost(chars), data.quality[rows], data.cost[rows], best,
-                           self._registry.preferences, self._latency_matrix(chars))  # fmt: skip
+        points = calibrate(quality, self._predict_cost(X[rows], chars[rows]), data.quality[rows], data.cost[rows],
+                           best, self._registry.preferences, self._latency_matrix(chars[rows]))  # fmt: skip
         return points, f"calibrated on {len(rows)} out-of-fold prompts; best single {self.models[best]}"
 
     def fit_latency(self, samples: Sequence[tuple[str, int, float]]) -> None:
@@ -216,17 +241,14 @@ class LearnedRouter:
             if not self.learned(name) and model is not None:
                 quality[:, j] = [model.prior_quality(t or "default") for t in prompts.tasks]
         chars = np.array([len(t) for t in prompts.texts], dtype=np.float64)
-        return Prediction(self.models, quality, self._predict_cost(chars))
+        return Prediction(self.models, quality, self._predict_cost(X, chars))
 
-    def _predict_cost(self, chars: np.ndarray) -> np.ndarray:
-        """[n, M] expected cost per request: the fitted line, or the registry's prices where none was recorded."""
-        cost = np.empty((len(chars), len(self.models)))
+    def _predict_cost(self, X: np.ndarray, chars: np.ndarray) -> np.ndarray:
+        """[n, M] expected cost per request: the cost model, or the registry's prices where none was recorded."""
+        cost = self._cost.predict(X, chars)
         for j, name in enumerate(self.models):
-            a, b = self._cost_coef[j]
-            if np.isfinite(a):
-                cost[:, j] = np.maximum(a + b * chars, 1e-9)
-            else:
-                cost[:, j] = _price_estimate(self._registry.model(name), chars)
+            if np.isnan(cost[:, j]).all():
+                cost[:, j] = price_estimate(self._registry.model(name), chars)
         return cost
 
     def preference_weights(self, preference: str) -> tuple[PreferenceWeights, str | None]:
@@ -262,7 +284,7 @@ class LearnedRouter:
                 quality, cost = float(prediction.quality[0, j]), float(prediction.cost[0, j])
             else:  # added to the registry after training: its prior and its prices stand in
                 quality = candidate.prior_quality(task.task)
-                cost = float(_price_estimate(candidate, np.array([float(len(text))]))[0])
+                cost = float(price_estimate(candidate, np.array([float(len(text))]))[0])
             if request.min_quality is not None and quality < request.min_quality:
                 continue
             per_1k = candidate.cost_per_1k()
@@ -323,10 +345,17 @@ class LearnedRouter:
             "trained_on": self.trained_on, "offered": self.offered, "regularisation": self.regularisation,
             "latency": {m: list(v) for m, v in self.latency.items()},
             "operating_points": {p: point.to_dict() for p, point in self.operating_points.items()},
-            "operating_note": self.operating_note, **(extra or {}),
+            "operating_note": self.operating_note, "format_groups": self.format_groups,
+            "choices": {k: v for k, v in self.fit_choices.items() if k in _REPORTED}, **(extra or {}),
         }  # fmt: skip
-        write_atomically(path, lambda h: np.savez(h, coef=self._coef, intercept=self._intercept, cost=self._cost_coef,
-                                               counts=self._counts, meta=np.array(json.dumps(meta))))  # fmt: skip
+        arrays: dict[str, Any] = {
+            "coef": self._coef,
+            "intercept": self._intercept,
+            "counts": self._counts,
+            "meta": np.array(json.dumps(meta)),
+            **self._cost.arrays(self._coef.shape[1]),
+        }
+        write_atomically(path, lambda h: np.savez(h, **arrays))
         write_pointer(directory, POINTER_FILE, path, self.version)
         return path
 
@@ -335,9 +364,11 @@ class LearnedRouter:
         try:
             with open(path, "rb") as handle, np.load(handle) as data:  # the handle is closed even when it is no npz
                 meta = json.loads(str(data["meta"]))
-                if meta.get("format") != ARTIFACT_FORMAT:
+                if meta.get("format") not in READABLE_FORMATS:
                     raise ArtifactVersionError(f"{path} is not a learned-router artifact ({meta.get('format')})")
-                coef, intercept, cost, counts = data["coef"], data["intercept"], data["cost"], data["counts"]
+                coef, intercept, counts = data["coef"], data["intercept"], data["counts"]
+                ridge = (data["cost_ridge_w"], data["cost_ridge"]) if "cost_ridge" in data.files else (None, None)
+                cost = CostModel.from_arrays(data["cost"], *ridge)
             models, tasks = tuple(meta["models"]), list(meta["tasks"])
             version, trained_on = meta["version"], int(meta.get("trained_on", 0))
             regularisation = {m: float(c) for m, c in meta.get("regularisation", {}).items()}
@@ -345,44 +376,23 @@ class LearnedRouter:
             # Artifacts from before the calibration have none: the registry's weights serve.
             points = {p: OperatingPoint.from_dict(raw) for p, raw in meta.get("operating_points", {}).items()}
             note = str(meta.get("operating_note", "registry weights: the artifact predates calibration"))
+            groups = [str(g) for g in meta.get("format_groups", [])]
+            width = len(meta["tasks"]) + 3 + len(columns(groups))  # columns() rejects a group this version lacks
+            if coef.ndim != 2 or coef.shape[1] <= width:
+                raise ValueError(f"weights of shape {coef.shape} cannot hold the {width} non-embedding features")
             if coef.shape[0] != len(models) or intercept.shape != (len(models),) or counts.shape != (len(models),):
                 raise ValueError(f"arrays for {coef.shape[0]} models, the metadata names {len(models)}")
         except (ArtifactVersionError, FileNotFoundError):
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a damaged archive raises
             raise DamagedArtifact(f"{path} is not a usable learned-router artifact: {exc}") from exc
-        self._coef, self._intercept, self._cost_coef, self._counts = coef, intercept, cost, counts
-        self.regularisation, self.operating_points, self.operating_note = regularisation, points, note
-        self.models, self._tasks, self.version, self.trained_on, self.latency = (
-            models,
-            tasks,
-            version,
-            trained_on,
-            latency,
-        )
+        self._coef, self._intercept, self._cost, self._counts = coef, intercept, cost, counts
+        self.format_groups, self.regularisation = groups, regularisation
+        self.operating_points, self.operating_note = points, note
+        self.models, self._tasks, self.version = models, tasks, version
+        self.trained_on, self.latency = trained_on, latency
 
 
 def current_artifact(directory: Path) -> Path | None:
     """The artifact `learned-current.json` in `directory` (a data directory's artifacts) points at, if usable."""
     return read_pointer(directory, POINTER_FILE)
-
-
-def _fit_cost(data: OutcomeSet) -> np.ndarray:
-    """Per model (a, b) with cost ≈ a + b·chars; NaN where the data records no cost for that model."""
-    chars = np.array([len(t) for t in data.texts], dtype=np.float64)
-    design = np.vstack([np.ones_like(chars), chars]).T
-    out = np.full((len(data.models), 2), np.nan)
-    for j in range(len(data.models)):
-        y = data.cost[:, j]
-        known = np.isfinite(y)
-        if known.sum() >= 2:
-            out[j], *_ = np.linalg.lstsq(design[known], y[known], rcond=None)
-        elif known.sum() == 1:
-            out[j] = (y[known][0], 0.0)
-    return out
-
-
-def _price_estimate(model: ModelEntry | None, chars: np.ndarray) -> np.ndarray:
-    if model is None or model.input_cost_per_mtok is None or model.output_cost_per_mtok is None:
-        return np.full(len(chars), np.nan)
-    return (chars / 4 * model.input_cost_per_mtok + EXPECTED_COMPLETION_TOKENS * model.output_cost_per_mtok) / 1e6

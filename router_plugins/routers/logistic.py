@@ -116,6 +116,45 @@ def soft_log_loss(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
         return loss.sum(axis=0) / known.sum(axis=0)
 
 
+def subsample_rows(n: int, limit: int = SELECTION_ROWS) -> np.ndarray:
+    """The rows inner CV selects on: all `n`, or a fixed random subsample of `limit` of them."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(INNER_SEED).choice(n, limit, replace=False))
+
+
+def inner_folds(n: int) -> list[np.ndarray]:
+    """The held-out rows of each inner fold over `n` selection rows: every selection uses these, so out-of-fold
+    predictions of different candidates line up row by row."""
+    return kfold_indices(n, INNER_FOLDS, INNER_SEED)
+
+
+@dataclass(frozen=True)
+class Selection:
+    C: np.ndarray
+    """[M] each model's constant, chosen by inner-CV log loss."""
+    inner_loss: dict[float, list[float]]
+    """Per candidate C, each model's inner-CV log loss."""
+    oof: np.ndarray
+    """[len(rows), M] inner out-of-fold success probabilities at each model's chosen C."""
+
+
+def select_constants(X: np.ndarray, Q: np.ndarray, grid: tuple[float, ...] = C_GRID) -> Selection:
+    """Each model's C chosen from `grid` by `INNER_FOLDS`-fold CV on these rows (call it on `subsample_rows`)."""
+    out_of_fold = {C: np.full(Q.shape, np.nan) for C in grid}
+    for held in inner_folds(len(X)):
+        kept = np.setdiff1d(np.arange(len(X)), held)
+        start = None
+        for C in sorted(grid):  # along the path, each fit warm-starts the next
+            start = fit_logistic(X[kept], Q[kept], C, start)
+            out_of_fold[C][held] = predict_logistic(X[held], *start)
+    losses = {C: soft_log_loss(out_of_fold[C], Q) for C in grid}
+    table = np.nan_to_num(np.array([losses[C] for C in grid]), nan=np.inf)
+    best = np.argmin(table, axis=0)
+    oof = np.column_stack([out_of_fold[grid[b]][:, j] for j, b in enumerate(best)]) if len(best) else np.zeros(Q.shape)
+    return Selection(np.array(grid)[best], {C: [float(v) for v in losses[C]] for C in grid}, oof)
+
+
 def fit_selected(
     X: np.ndarray, Q: np.ndarray, grid: tuple[float, ...] = C_GRID, selection_rows: int = SELECTION_ROWS
 ) -> LogisticFit:
@@ -124,25 +163,10 @@ def fit_selected(
     if len(X) < MIN_ROWS_TO_SELECT or len(grid) == 1:
         fixed = np.full(Q.shape[1], grid[0] if len(grid) == 1 else DEFAULT_C)
         return LogisticFit(*fit_logistic(X, Q, fixed), C=fixed)
-    rows = np.arange(len(X))
-    if len(X) > selection_rows:
-        rows = np.sort(np.random.default_rng(INNER_SEED).choice(len(X), selection_rows, replace=False))
-    Xs, Qs = X[rows], Q[rows]
-    out_of_fold = {C: np.full(Qs.shape, np.nan) for C in grid}
-    for held in kfold_indices(len(Xs), INNER_FOLDS, INNER_SEED):
-        kept = np.setdiff1d(np.arange(len(Xs)), held)
-        start = None
-        for C in sorted(grid):  # along the path, each fit warm-starts the next
-            start = fit_logistic(Xs[kept], Qs[kept], C, start)
-            out_of_fold[C][held] = predict_logistic(Xs[held], *start)
-    losses = {C: soft_log_loss(out_of_fold[C], Qs) for C in grid}
-    table = np.nan_to_num(np.array([losses[C] for C in grid]), nan=np.inf)
-    best = np.argmin(table, axis=0)
-    chosen = np.array(grid)[best]
-    oof = np.column_stack([out_of_fold[grid[b]][:, j] for j, b in enumerate(best)]) if len(best) else None
-    coef, intercept = fit_logistic(X, Q, chosen)  # warm-starting from a subsample fit costs what it saves
-    inner = {C: [float(v) for v in losses[C]] for C in grid}
-    return LogisticFit(coef, intercept, chosen, inner, rows, oof)
+    rows = subsample_rows(len(X), selection_rows)
+    chosen = select_constants(X[rows], Q[rows], grid)
+    coef, intercept = fit_logistic(X, Q, chosen.C)  # warm-starting from a subsample fit costs what it saves
+    return LogisticFit(coef, intercept, chosen.C, chosen.inner_loss, rows, chosen.oof)
 
 
 def _logit(p: float) -> float:

@@ -270,7 +270,7 @@ def test_feature_importance_of_a_fitted_learned_router_on_logged_outcomes() -> N
             for i, (text, task) in enumerate(zip(data.texts, data.tasks)) for m, model in enumerate(data.models)]  # fmt: skip
     result = feature_importance(router, rows)
     assert result.n == len(rows) == 240 and result.version == router.version and result.status is None
-    assert set(result.groups) == {"embedding", "length", "task", "digits", "code"}
+    assert set(result.groups) == {"embedding", "length", "task", "digits", "code", *router.format_groups}
     assert next(iter(result.groups)) in ("task", "embedding") and result.groups["task"] > 0
 
 

@@ -168,7 +168,8 @@ def test_training_data_from_feedback_has_one_known_outcome_per_prompt(train: Out
 
 def test_feature_importance_finds_the_informative_group(router: LearnedRouter, train: OutcomeSet) -> None:
     importance = router.feature_importance(synthetic(train))
-    assert set(importance) == {"embedding", "length", "task", "digits", "code"}
+    # The base groups, then each prompt-format group inner CV kept (in this set: whichever lowered the log loss).
+    assert set(importance) == {"embedding", "length", "task", "digits", "code", *router.format_groups}
     # In the synthetic set the task alone separates who succeeds: shuffling it hurts most.
     assert max(importance, key=importance.get) in ("task", "embedding")
     assert importance["task"] > 0

@@ -12,7 +12,8 @@ import pytest
 
 from proxy.evaluation.offline import evaluate_cv, registry_for
 from router_plugins.outcomes import OutcomeSet, kfold_indices, load_outcomes
-from router_plugins.routers import LearnedRouter, RouterContext, logistic
+from router_plugins.routers import LearnedRouter, RouterContext, fitting, logistic
+from router_plugins.routers.cost_model import CostModel
 
 from .test_learned_router import FIXTURES, bag_of_words, synthetic
 
@@ -37,44 +38,62 @@ def data() -> OutcomeSet:
 def test_cross_validation_never_selects_c_on_the_reported_folds(
     data: OutcomeSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every fit, prediction, cost fit and routing score inside `LearnedRouter.fit` (format groups, C, structure,
+    scale, cost model) touches only the outer fold's training rows, and the last fit uses all of them."""
     folds: list[list[tuple[str, set[float]]]] = []
-    real_select, real_fit, real_predict = logistic.fit_selected, logistic.fit_logistic, logistic.predict_logistic
+    real_fit = LearnedRouter.fit
 
-    def select(X: np.ndarray, Q: np.ndarray, *args: object) -> logistic.LogisticFit:
+    def fit(self: LearnedRouter, data: OutcomeSet) -> None:
         folds.append([])
-        return real_select(X, Q, *args)  # type: ignore[arg-type]
+        real_fit(self, data)
 
-    def fit(X: np.ndarray, Q: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray]:
-        folds[-1].append(("fit", {float(v) for v in np.asarray(X)[:, ID_COLUMN]}))
-        return real_fit(X, Q, *args)  # type: ignore[arg-type]
+    def rows(X: object) -> set[float]:
+        if isinstance(X, OutcomeSet):
+            return {float(np.float32(_identity(t))) for t in X.texts}
+        return {float(v) for v in np.asarray(X)[:, ID_COLUMN]}
 
-    def predict(X: np.ndarray, *args: np.ndarray) -> np.ndarray:
-        folds[-1].append(("score", {float(v) for v in np.asarray(X)[:, ID_COLUMN]}))
-        return real_predict(X, *args)
+    def spy(module: object, name: str, label: str) -> None:
+        real = getattr(module, name)
 
-    monkeypatch.setattr("router_plugins.routers.learned.fit_selected", select)
-    monkeypatch.setattr(logistic, "fit_logistic", fit)
-    monkeypatch.setattr(logistic, "predict_logistic", predict)
+        def wrapper(X: object, *args: object, **kwargs: object) -> object:
+            folds[-1].append((label, rows(X)))
+            return real(X, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    monkeypatch.setattr(LearnedRouter, "fit", fit)
+    for module in (logistic, fitting):
+        spy(module, "fit_logistic", "fit")
+        spy(module, "predict_logistic", "score")
+    spy(fitting, "fit_lowrank", "fit")
+    spy(fitting, "headline_score", "routing score")
+    real_cost = CostModel.fit.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(CostModel, "fit", classmethod(lambda cls, X, *a, **k: (
+        folds[-1].append(("cost", rows(X))), real_cost(cls, X, *a, **k))[1]))  # fmt: skip
     evaluate_cv("learned", data, 4, context=RouterContext(static_embed=tagged_embed), seed=3)
 
     ids = np.array([float(np.float32(_identity(t))) for t in data.texts])
     assert len(set(ids)) == len(data), "every prompt is traceable"
     outer = kfold_indices(len(data), 4, 3)
-    assert len(folds) == len(outer), "one selection per reported fold"
+    assert len(folds) == len(outer), "one fit per reported fold"
     for calls, test_idx in zip(folds, outer):
         reported = set(ids[test_idx])
         train = set(ids) - reported
-        assert len(calls) == 2 * logistic.INNER_FOLDS * len(logistic.C_GRID) + 1, "C was selected, then refitted"
-        for _, rows in calls:
-            assert rows <= train and not rows & reported
-        assert calls[-1] == ("fit", train), "the final fit uses the whole training split"
+        kinds = {kind for kind, _ in calls}
+        assert {"fit", "score", "routing score", "cost"} <= kinds, "every choice was made by inner CV"
+        for _, seen in calls:
+            assert seen <= train and not seen & reported
+        assert [c for c in calls if c[0] == "fit"][-1] == ("fit", train), "the final fit uses the whole training split"
 
 
 def test_each_model_gets_a_c_from_the_grid_and_the_artifact_keeps_it(data: OutcomeSet, tmp_path: Path) -> None:
     router = LearnedRouter(registry_for(data), RouterContext(static_embed=bag_of_words))
     router.fit(data)
     assert set(router.regularisation) == set(data.models)
-    assert set(router.regularisation.values()) <= set(logistic.C_GRID)
+    chosen = router.fit_choices
+    assert set(chosen["C"]) <= set(logistic.C_GRID) and chosen["scale"] in fitting.C_SCALES
+    effective = [c * chosen["factor"] * chosen["scale"] for c in chosen["C"]]
+    assert [router.regularisation[m] for m in data.models] == pytest.approx(effective)
     loaded = LearnedRouter(registry_for(data), RouterContext(static_embed=bag_of_words))
     loaded.load(router.save(tmp_path))
     assert loaded.regularisation == router.regularisation
@@ -132,3 +151,27 @@ def test_the_learned_router_fits_a_sample_of_max_train_rows(data: OutcomeSet) ->
     np.testing.assert_array_equal(router._coef, again._coef)  # the sample is reproducible
     with pytest.raises(ValueError, match="max_train_rows"):
         dataclasses.replace(registry.learning, max_train_rows=10)
+    with pytest.raises(ValueError, match="selection_rows"):
+        dataclasses.replace(registry.learning, selection_rows=10)
+
+
+def test_every_inner_cv_choice_is_made_on_the_selection_subsample(
+    data: OutcomeSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    registry = registry_for(data)
+    small = dataclasses.replace(registry, learning=dataclasses.replace(registry.learning, selection_rows=100))
+    big = data.subset(np.arange(len(data)).repeat(2))  # 160 rows
+    seen: list[int] = []
+    real = fitting.select_constants
+
+    def select(X: np.ndarray, *args: object) -> object:
+        seen.append(len(X))
+        return real(X, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fitting, "select_constants", select)
+    router = LearnedRouter(small, RouterContext(static_embed=bag_of_words))
+    router.fit(big)
+    assert seen and set(seen) == {100}, "format groups and C chosen on the 100-row subsample"
+    assert router.trained_on == 160 and router._coef.shape[0] == len(data.models)

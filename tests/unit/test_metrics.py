@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.evaluation import metrics
-from proxy.evaluation.metrics import Point
+from router_plugins import routing_metrics as metrics
+from router_plugins.routing_metrics import Point
 
 POINTS = [Point(1, 0.5, "a"), Point(2, 0.8, "b"), Point(3, 0.7, "c"), Point(4, 0.9, "d")]
 

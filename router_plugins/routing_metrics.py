@@ -1,5 +1,8 @@
 """Router metrics over routing outcomes: the quality–cost curve, AIQ, oracle, APGR and CPT.
 
+Pure numpy, in the library: the offline evaluation (`proxy.evaluation.offline`) reports them, and the learned router
+selects constants by them on its inner out-of-fold predictions (`headline_score`).
+
 Definitions (docs/EVALUATION.md says the same, with the reasons):
 - A curve point is (mean cost, mean quality) of one router setting over the test prompts.
 - AIQ (RouterBench): the area under the upper, non-decreasing convex hull of the curve over the cost range of the
@@ -15,10 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .outcomes import OutcomeSet
+
 EPS = 1e-12
+LAMBDAS = (0.0, *np.logspace(-3, 3, 49).tolist())
+"""Cost weights swept for the quality–cost curve, relative to the mean predicted cost: 0 ignores cost."""
+CPT_TARGETS = (0.5, 0.8)
 
 
 @dataclass(frozen=True)
@@ -116,3 +125,81 @@ def cpt(x: np.ndarray, pgr: np.ndarray, target: float) -> float | None:
     """The smallest share of calls to the strong model at which PGR reaches the target."""
     reached = np.nonzero(pgr >= target - EPS)[0]
     return float(x[reached[0]]) if reached.size else None
+
+
+def nan_mean(values: np.ndarray, axis: int | None = None) -> Any:
+    """`np.nanmean` (the same sums) without its warning on an all-NaN slice: NaN there (a model without outcomes)."""
+    known = ~np.isnan(values)
+    total = np.where(known, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / known.sum(axis=axis)
+
+
+def choose(pred_quality: np.ndarray, pred_cost: np.ndarray, weight: float) -> np.ndarray:
+    """Per prompt, the model with the best predicted quality − weight × cost / (mean predicted cost)."""
+    cost = np.nan_to_num(pred_cost, nan=np.nanmax(pred_cost) if np.isfinite(pred_cost).any() else 0.0)
+    scale = float(np.mean(cost)) or 1.0
+    return np.argmax(pred_quality - weight * cost / scale, axis=1)
+
+
+def curve(data: OutcomeSet, pred_quality: np.ndarray, pred_cost: np.ndarray) -> list[Point]:
+    """The router's (mean cost, mean quality) on `data` at each cost weight of `LAMBDAS` (only 0 without costs)."""
+    rows = np.arange(len(data))
+    has_cost = data.has_cost and np.isfinite(pred_cost).any()
+    points = []
+    for weight in LAMBDAS if has_cost else (0.0,):
+        chosen = choose(pred_quality, pred_cost, weight)
+        quality = float(nan_mean(data.quality[rows, chosen]))
+        cost = float(nan_mean(data.cost[rows, chosen])) if data.has_cost else float("nan")
+        points.append(Point(cost, quality, round(weight, 6)))
+    return points
+
+
+def curve_aiq(data: OutcomeSet, points: Sequence[Point]) -> float | None:
+    """AIQ of a curve over the single models' cost range on `data`, anchored at the cheapest model (any router can
+    send everything there)."""
+    test_quality = nan_mean(data.quality, axis=0)
+    test_cost = nan_mean(data.cost, axis=0)
+    known = np.isfinite(test_cost)
+    if not known.any():
+        return None
+    cheapest = int(np.argmin(np.where(known, test_cost, np.inf)))
+    cost_min, cost_max = float(test_cost[known].min()), float(test_cost[known].max())
+    return aiq([*points, Point(cost_min, float(test_quality[cheapest]), "cheapest model")], cost_min, cost_max)
+
+
+def two_model_scores(data: OutcomeSet, pred_quality: np.ndarray, strong: int) -> dict[str, float | str | None]:
+    """APGR and CPT of a two-model set, the prompts ordered by the predicted gain of the strong model."""
+    weak = 1 - strong
+    x, pgr = pgr_curve(
+        pred_quality[:, strong] - pred_quality[:, weak],
+        np.nan_to_num(data.quality[:, strong]),
+        np.nan_to_num(data.quality[:, weak]),
+    )
+    out: dict[str, float | str | None] = {"apgr": apgr(x, pgr), "strong_model": data.models[strong]}
+    for target in CPT_TARGETS:
+        out[f"cpt{int(target * 100)}"] = cpt(x, pgr, target)
+    return out
+
+
+def headline_metric(data: OutcomeSet) -> str:
+    """The score a set is judged by: APGR for two models, AIQ when costs are recorded, else max quality."""
+    if len(data.models) == 2:
+        return "apgr"
+    return "aiq" if data.has_cost else "max_quality"
+
+
+def headline_score(
+    data: OutcomeSet, pred_quality: np.ndarray, pred_cost: np.ndarray, train_quality: np.ndarray
+) -> float:
+    """`headline_metric` of predictions on `data` (higher is better; −inf when undefined); `train_quality` [n, M]
+    names the best single model (the strong one of two)."""
+    metric = headline_metric(data)
+    if metric == "apgr":
+        strong = int(np.argmax(np.nan_to_num(nan_mean(train_quality, axis=0), nan=-np.inf)))
+        return float(two_model_scores(data, pred_quality, strong)["apgr"] or 0.0)
+    points = curve(data, pred_quality, pred_cost)
+    if metric == "aiq":
+        value = curve_aiq(data, points)
+        return float(value) if value is not None else -np.inf
+    return max(p.quality for p in points)
