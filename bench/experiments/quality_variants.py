@@ -48,6 +48,8 @@ except ImportError:  # run as a script
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).with_name("quality_variants.json")
 BASELINE = ROOT / "docs" / "learned_vs_peers.json"
+DOC = ROOT / "docs" / "EVALUATION.md"
+START, END = "<!-- quality-variants:start -->", "<!-- quality-variants:end -->"
 SETS = ("routerbench", "llmrouter", "routellm", "mmlu_pro", "alpaca_eval")
 HEADLINE = {"routerbench": "aiq", "llmrouter": "aiq", "routellm": "apgr", "mmlu_pro": "gain_points",
             "alpaca_eval": "gain_points"}  # fmt: skip
@@ -374,7 +376,12 @@ def main() -> None:
     if not args.table:
         run(args)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    print(render(results, json.loads(BASELINE.read_text())))
+    table = render(results, json.loads(BASELINE.read_text()))
+    if args.out == OUT:  # the committed JSON: its table in docs/EVALUATION.md is rewritten from it
+        from bench._tables import write_between
+
+        write_between(DOC, START, END, table)
+    print(table)
 
 
 if __name__ == "__main__":
