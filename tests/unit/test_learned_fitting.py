@@ -131,3 +131,21 @@ def test_a_v1_artifact_from_before_the_refinements_still_serves(tmp_path: Path) 
     batch = PromptBatch(train.texts[:5], train.tasks[:5])
     np.testing.assert_array_equal(loaded.predict(batch).quality, plain.predict(batch).quality)
     np.testing.assert_array_equal(loaded.predict(batch).cost, plain.predict(batch).cost)
+
+
+def test_logged_feedback_one_outcome_per_prompt_and_a_model_never_served() -> None:
+    """As the gateway's trainer sees it: each prompt scored on the one model it went to, one model never chosen,
+    costs recorded for some calls only. Every inner-CV step runs (no warning: pytest makes them errors)."""
+    data = fenced_set(150)
+    rng = np.random.default_rng(3)
+    served = rng.choice([0, 2], len(data))  # the middle model is never served
+    keep = np.zeros(data.quality.shape, dtype=bool)
+    keep[np.arange(len(data)), served] = True
+    data.quality[~keep] = np.nan
+    data.cost[~keep | (rng.random(data.cost.shape) < 0.3)] = np.nan
+    router = LearnedRouter(registry_for(data), RouterContext(static_embed=blind))
+    router.fit(data)
+    assert {"format_groups", "structure", "scale", "cost"} <= set(router.fit_choices)
+    prediction = router.predict(PromptBatch(["```\nzz = ww\n``` a", "Please explain zz vs ww a"], [None, None]))
+    assert np.isfinite(prediction.quality).all() and np.isfinite(prediction.cost[:, [0, 2]]).all()
+    assert prediction.quality[0, 0] > prediction.quality[1, 0] and prediction.quality[1, 2] > prediction.quality[0, 2]
