@@ -199,8 +199,9 @@ def evaluate_cv(
     report["folds"] = folds
     if (landing := operating_report(data, quality, cost, operating, report["best_single"])) is not None:
         report["operating_points"] = landing
-    if importance:
-        report["feature_importance"] = {k: float(np.mean([f[k] for f in importance])) for k in importance[0]}
+    if importance:  # a group a fold's router did not keep (a format group) changes nothing there: 0
+        groups = list(dict.fromkeys(k for fold in importance for k in fold))
+        report["feature_importance"] = {k: float(np.mean([f.get(k, 0.0) for f in importance])) for k in groups}
     return report
 
 

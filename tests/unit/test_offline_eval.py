@@ -222,6 +222,27 @@ def test_classifier_tasks_reach_the_router(train: OutcomeSet, test_set: OutcomeS
     assert seen == {"fit": [fake_task(t) for t in train.texts], "predict": [fake_task(t) for t in test_set.texts]}
 
 
+def test_feature_importance_pools_groups_that_only_some_folds_kept(train: OutcomeSet) -> None:
+    """The learned router keeps format groups per fold: a group a fold's router lacks counts 0 there."""
+    fits: list[int] = []
+
+    class Varying(BestSingleRouter):
+        name = "varying"
+
+        def fit(self, data: OutcomeSet) -> None:
+            fits.append(len(fits))
+            self.fold = fits[-1]
+            super().fit(data)
+
+        def feature_importance(self, data: OutcomeSet, seed: int = 0) -> dict[str, float]:
+            return {"embedding": 1.0, **({"format": 0.5} if self.fold % 2 else {})}
+
+    table = RouterTable()
+    table.register(Varying.name, Varying)
+    report = evaluate_cv("varying", train, 2, table=table)
+    assert report["feature_importance"] == {"embedding": 1.0, "format": 0.25}
+
+
 def _cli_report(tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / "report.json"
     code = main(["eval", "offline", "--train", str(FIXTURES / "train.jsonl"), "--test", str(FIXTURES / "test.jsonl"),
