@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=100_000)
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 5],
                         help="`autoroute train --folds` values to time (0: fit only; 5: the CLI's default, CV first)")
-    parser.add_argument("--train-timeout", type=float, default=300.0)
+    parser.add_argument("--train-timeout", type=float, default=900.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     prompts = load_prompts()
