@@ -12,8 +12,8 @@ training rows it is given (so an evaluation that calls it per outer fold is nest
 5. Cost (`cost_model`): per model linear in length, or a log-ridge on the features, by inner squared error.
 
 Together they beat the plain per-model fit on all five routing-outcome sets over two fold seeds by nested CV
-(docs/EVALUATION.md, "Variants by nested CV"). On large data every choice is made on the same fixed subsample of
-`logistic.SELECTION_ROWS` rows, and only the final fits see every row.
+(docs/EVALUATION.md, "Variants by nested CV"). On large data every choice is made on one fixed subsample of
+`learning.selection_rows` rows (10,000), and only the final fits see every row.
 """
 
 from __future__ import annotations
