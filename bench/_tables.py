@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +31,15 @@ def write_between(doc: Path, start: str, end: str, table: str) -> None:
     text = doc.read_text()
     begin, finish = text.index(start) + len(start), text.index(end)
     doc.write_text(text[:begin] + "\n" + table + "\n" + text[finish:])
+
+
+def merge_row(path: Path, keys: Sequence[str], row: Any) -> dict[str, Any]:
+    """Set `row` at `keys` in the JSON file at `path` and write it back; the file is read again first, so runs of
+    different sets may share it (one process per set). Returns the merged results."""
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    node = results
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = row
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return results

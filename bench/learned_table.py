@@ -5,12 +5,12 @@
 
 Every cell is 5-fold CV on a set's train file, pooled out of fold, for fold seeds 0 and 1. The learned router makes
 every choice (format groups, each model's C, low-rank part, scale on C, cost model) by CV inside each outer fold's
-training split (router_plugins/routers/fitting.py), so the reported folds select nothing. Peers, on the same features and the same harness (`proxy.evaluation.offline.evaluate_cv`):
-`logreg-plain` (per-model logistic regression, fixed C = 1: the issue's "plain logistic peer"), `knn-static` (the
-gateway's kNN router over the static embedding table), `static-rules`, `best-single`. Results go to
-docs/learned_vs_peers.json (merged, so sets can be run one at a time) and the table between the markers in
-docs/EVALUATION.md is rewritten from that JSON alone (`--render-only` rewrites it without running anything). Runs
-of different `--sets` may go in parallel (one process each): every row is merged into the file as it is written.
+training split (router_plugins/routers/fitting.py), so the reported folds select nothing. Peers, on the same
+features and the same harness (`proxy.evaluation.offline.evaluate_cv`): `logreg-plain` (per-model logistic
+regression, fixed C = 1: the issue's "plain logistic peer"), `knn-static` (the gateway's kNN router over the static
+embedding table), `static-rules`, `best-single`. Results go to docs/learned_vs_peers.json (merged, so sets can be
+run one at a time, or in parallel, one process per set) and the table between the markers in docs/EVALUATION.md is
+rewritten from that JSON alone (`--render-only` rewrites it without running anything).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _tables import cv_arguments, write_between
+from _tables import cv_arguments, merge_row, write_between
 
 SETS = ("routerbench", "llmrouter", "routellm", "mmlu_pro", "alpaca_eval")
 PEERS = ("logreg-plain", "knn-static", "static-rules", "best-single")
@@ -74,11 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["best_single"] = report["best_single"]["quality"]
                 row["gain_points"] = 100 * (report["max_quality"] - report["best_single"]["quality"])
                 row["seconds"] = round(time.perf_counter() - started, 1)
-                # Re-read before merging: runs of different sets may share the file (one process per set).
-                results = json.loads(args.out.read_text()) if args.out.exists() else {}
-                results.setdefault(name, {}).setdefault(router, {})[str(seed)] = row
+                merge_row(args.out, (name, router, str(seed)), row)
                 print(name, router, seed, json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
-                args.out.write_text(json.dumps(results, indent=1) + "\n")
     return json.loads(args.out.read_text())
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _tables import cv_arguments, write_between
+from _tables import cv_arguments, merge_row, write_between
 
 SETS = ("routerbench", "llmrouter", "routellm")
 SEEDS = (0, 1)
@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table = default_table(with_plugins=False)
     static = StaticEmbedder.load_or_build(args.data_dir)
     context = RouterContext(embed=static.embed, static_embed=static.embed)
-    results: dict[str, Any] = json.loads(args.json.read_text()) if args.json.exists() else {}
     for name in args.sets:
         data = load_outcomes(args.data / name / "train.jsonl")
         embed_sets([data], static.embed)
@@ -57,11 +56,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 **report["operating_points"],
                 "seconds": round(time.perf_counter() - started, 1),
             }
-            results.setdefault(name, {})[str(seed)] = row
+            merge_row(args.json, (name, str(seed)), row)  # runs of different sets may share the file
             landed = {p: (round(v["quality"], 4), f"{v['cost']:.3g}") for p, v in row["preferences"].items()}
             print(name, seed, json.dumps(landed), flush=True)
-            args.json.write_text(json.dumps(results, indent=1) + "\n")
-    return results
+    return json.loads(args.json.read_text())
 
 
 def _per_seed(runs: dict[str, Any], cell: Any) -> str:
