@@ -58,9 +58,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     class KnnStatic(KnnRouter):
         name = "knn-static"
 
+    class LightLearned(LearnedRouter):
+        """`learned` with the light `learning.selection_rows` (docs/PERFORMANCE.md §4); measured, not the default.
+        Only `--routers learned-sel3000` runs it; on RouterBench and AlpacaEval (training folds under 3,000 rows)
+        it is `learned` itself."""
+
+        name = "learned-sel3000"
+
+        def __init__(self, registry: Any, context: Any = None) -> None:
+            super().__init__(registry, context)
+            self._selection_rows = 3_000
+
     table = default_table(with_plugins=False)
     table.register(PlainLogistic.name, PlainLogistic)
     table.register(KnnStatic.name, KnnStatic)
+    table.register(LightLearned.name, LightLearned)
     static = StaticEmbedder.load_or_build(args.data_dir)
     context = RouterContext(embed=static.embed, static_embed=static.embed)
     for name in args.sets:

@@ -90,7 +90,8 @@ def fit_logistic(
         z = X @ W.astype(np.float32) + b.astype(np.float32)
         data_loss = (mask * (np.logaddexp(0.0, z) - q * z)).sum(dtype=np.float64)
         loss = float(data_loss + (penalty * (W**2).sum(axis=0)).sum())
-        residual = mask * (1.0 / (1.0 + np.exp(-z)) - q)
+        with np.errstate(over="ignore"):  # exp(-z) = inf for z < -88 in float32: the sigmoid is 0 there, exactly
+            residual = mask * (1.0 / (1.0 + np.exp(-z)) - q)
         grad_W = (X.T @ residual).astype(np.float64) + 2.0 * penalty * W
         grad_b = residual.sum(axis=0, dtype=np.float64)
         return loss * scale, np.concatenate([grad_W.ravel(), grad_b]) * scale

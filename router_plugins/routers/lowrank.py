@@ -56,7 +56,8 @@ def fit_lowrank(
             z += X @ U.astype(np.float32)
         loss = float((mask * (np.logaddexp(0.0, z) - q * z)).sum(dtype=np.float64))
         loss += penalty_s * float((V**2).sum() + (A**2).sum())
-        R = mask * (1.0 / (1.0 + np.exp(-z)) - q)
+        with np.errstate(over="ignore"):  # exp(-z) = inf for z < -88 in float32: the sigmoid is 0 there, exactly
+            R = mask * (1.0 / (1.0 + np.exp(-z)) - q)
         grad_V = (X.T @ (R @ A.T.astype(np.float32))).astype(np.float64) + 2.0 * penalty_s * V
         grad_A = (XV.T @ R).astype(np.float64) + 2.0 * penalty_s * A
         parts = [grad_V.ravel(), grad_A.ravel(), R.sum(axis=0, dtype=np.float64)]

@@ -149,3 +149,13 @@ def test_logged_feedback_one_outcome_per_prompt_and_a_model_never_served() -> No
     prediction = router.predict(PromptBatch(["```\nzz = ww\n``` a", "Please explain zz vs ww a"], [None, None]))
     assert np.isfinite(prediction.quality).all() and np.isfinite(prediction.cost[:, [0, 2]]).all()
     assert prediction.quality[0, 0] > prediction.quality[1, 0] and prediction.quality[1, 2] > prediction.quality[0, 2]
+
+
+def test_separable_outcomes_with_huge_logits_fit_without_overflow() -> None:
+    """A feature that separates the outcomes drives some logits below -88, where float32 exp(-z) overflows: the
+    sigmoid is exactly 0 there and the fits say nothing (pytest makes warnings errors)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)) * 200
+    Q = (X[:, :2] > 0).astype(float)
+    for coef, _ in (fit_lowrank(X, Q, np.array([100.0, 100.0]), 1, 100.0), logistic.fit_logistic(X, Q, 100.0)):
+        assert np.isfinite(coef).all()
